@@ -1,0 +1,1 @@
+"""Lightning callbacks (installed as dapo.callbacks): Stage A rollouts and benchmark evaluation."""

@@ -1,0 +1,60 @@
+"""The `dapo` command: one entry point for every stage.
+
+    dapo fit --config configs/critic.yaml      train a CriticModule or ActorModule (LightningCLI)
+    dapo validate --config ...                 validate one (LightningCLI)
+    dapo problems --out DIR ...                write a `problems` dataset from a task
+    dapo tiny-model --out DIR ...              build a tiny random Llama + BPE tokenizer for a task
+
+Each command other than the LightningCLI ones is a typed function parsed by jsonargparse, so every one takes
+`--config FILE` and `--help`. Tests call `cli_main([...])` directly.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from dapo.commands import make_problems, make_tiny_model
+
+LIGHTNING_COMMANDS = {"fit": "train a model (LightningCLI)", "validate": "validate a model (LightningCLI)"}
+COMMANDS: dict[str, Callable[..., Any]] = {
+    "problems": make_problems,
+    "tiny-model": make_tiny_model,
+}
+
+
+def _usage() -> str:
+    lines = ["usage: dapo COMMAND [--config FILE] [options]   (dapo COMMAND --help for options)", "", "commands:"]
+    lines += [f"  {name:<12} {text}" for name, text in LIGHTNING_COMMANDS.items()]
+    for name, fn in COMMANDS.items():
+        lines.append(f"  {name:<12} {(fn.__doc__ or '').strip().splitlines()[0]}")
+    return "\n".join(lines)
+
+
+def lightning_main(args: Sequence[str] | None) -> None:
+    """LightningCLI over any LightningModule (class_path in the config) and StepDataModule."""
+    from dapo.lightning_cli import DapoLightningCLI
+
+    DapoLightningCLI(args=None if args is None else list(args))  # None: LightningCLI reads sys.argv itself
+
+
+def cli_main(args: Sequence[str] | None = None) -> None:
+    given = args
+    args = list(sys.argv[1:] if args is None else args)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    command, rest = args[0], args[1:]
+    if command in LIGHTNING_COMMANDS:
+        lightning_main(given)
+    elif command in COMMANDS:
+        from jsonargparse import auto_cli
+
+        auto_cli(COMMANDS[command], args=rest, as_positional=False)
+    else:
+        sys.exit(f"dapo: unknown command {command!r}\n\n{_usage()}")
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -1,0 +1,128 @@
+"""Records -> token items for the two training modes, tokenizing each text exactly once.
+
+critic: the states of one solution form a trajectory; its full text is tokenized once and every state's
+        MC value sits at that state's last token (dapo.alignment).
+actor:  the actions of one state form a group; each row is state + action, tokenized as one text, and the
+        action's tokens are found by offsets. A terminal action ends with the end-of-sequence token, because
+        ending the solution is part of what that action does.
+Overlong or malformed groups raise a RecordError naming the record, or are skipped and counted when
+`strict` is False.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from dapo.alignment import token_span, tokenize_trajectory, tokenize_with_offsets
+from dapo.records import RecordError
+from dapo.steps import join_steps
+
+from .collate import ActorItem, CriticItem
+
+log = logging.getLogger(__name__)
+
+
+class SkipCounter(Counter[str]):
+    """Reasons for skipped groups, counted when the user asked for lenience (strict=False)."""
+
+    def skip_or_raise(self, strict: bool, message: str, reason: str) -> None:
+        if strict:
+            raise RecordError(message)
+        self[reason] += 1
+
+    def report(self, what: str) -> None:
+        if self:
+            log.warning("skipped %d %s: %s", sum(self.values()), what, dict(self))
+
+
+def _group(rows: Iterable[Mapping[str, Any]], key: str) -> dict[str, list[Mapping[str, Any]]]:
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row[key], []).append(row)
+    return groups
+
+
+def _trajectory_targets(sid: str, states: list[Mapping[str, Any]]) -> tuple[list[float], list[bool]]:
+    """Per-boundary targets and mask of one solution; raises on inconsistent or duplicate states."""
+    first = states[0]
+    n_states = len(first["steps"]) + 1
+    targets, mask = [0.0] * n_states, [False] * n_states
+    for state in states:
+        t = state["t"]
+        if state["prompt"] != first["prompt"] or list(state["steps"]) != list(first["steps"]):
+            raise RecordError(f"solution {sid!r}: state t={t} disagrees with t={first['t']} on prompt or steps")
+        if not 0 <= t < n_states or mask[t]:
+            raise RecordError(f"solution {sid!r}: state t={t} is out of range 0..{n_states - 1} or repeated")
+        targets[t], mask[t] = float(state["mc_value"]), True
+    return targets, mask
+
+
+def critic_items(
+    states: Iterable[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int, strict: bool = True
+) -> tuple[list[CriticItem], SkipCounter]:
+    """One item per solution: token ids, the last token of every state, MC targets and their mask."""
+    items, skipped = [], SkipCounter()
+    for sid, group in _group(states, "solution_id").items():
+        try:
+            targets, mask = _trajectory_targets(sid, group)
+            ids, boundaries = tokenize_trajectory(tokenizer, group[0]["prompt"], group[0]["steps"])
+        except (RecordError, ValueError) as error:
+            skipped.skip_or_raise(strict, f"states of solution {sid!r}: {error}", "malformed")
+            continue
+        if len(ids) > max_length:
+            skipped.skip_or_raise(
+                strict, f"solution {sid!r} has {len(ids)} tokens, over max_length={max_length}", "too long"
+            )
+            continue
+        items.append(CriticItem(input_ids=ids, boundaries=boundaries, targets=targets, target_mask=mask))
+    return items, skipped
+
+
+def action_row(
+    tokenizer: PreTrainedTokenizerBase, prefix: str, action: str, terminal: bool
+) -> tuple[list[int], tuple[int, int]]:
+    """Token ids of prefix + action (+ eos when terminal) and the [start, end) token span of the action."""
+    if not action:
+        raise RecordError("empty action")
+    ids, offsets = tokenize_with_offsets(tokenizer, prefix + action)
+    start, end = token_span(offsets, len(prefix), len(prefix) + len(action))
+    ids = ids[:end]  # drop special tokens a tokenizer may append
+    if terminal:
+        ids.append(tokenizer.eos_token_id)
+        end += 1
+    return ids, (start, end)
+
+
+def actor_items(
+    actions: Iterable[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int, strict: bool = True
+) -> tuple[list[ActorItem], SkipCounter]:
+    """One item per state: a row per candidate action with its span, advantage and reference log-prob."""
+    items, skipped = [], SkipCounter()
+    for state_id, group in _group(actions, "state_id").items():
+        prefix = group[0]["prompt"] + join_steps(group[0]["state_steps"])
+        try:
+            if any(a["prompt"] + join_steps(a["state_steps"]) != prefix for a in group):
+                raise RecordError("its actions disagree on the state's text")
+            rows = [action_row(tokenizer, prefix, a["action"], a["is_terminal"]) for a in group]
+        except (RecordError, ValueError) as error:
+            skipped.skip_or_raise(strict, f"actions of state {state_id!r}: {error}", "malformed")
+            continue
+        longest = max(len(ids) for ids, _ in rows)
+        if longest > max_length:
+            message = f"state {state_id!r} has an action row of {longest} tokens, over max_length={max_length}"
+            skipped.skip_or_raise(strict, message, "too long")
+            continue
+        items.append(
+            ActorItem(
+                input_ids=[ids for ids, _ in rows],
+                action_spans=[span for _, span in rows],
+                advantages=[float(a["advantage"]) for a in group],
+                ref_logprobs=[float(a["ref_logprob"]) for a in group],
+            )
+        )
+    return items, skipped

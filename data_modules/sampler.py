@@ -1,0 +1,98 @@
+"""Length-bucketed batching under a token budget, so padding stays small.
+
+A batch costs (rows in it) x (longest sequence in it) tokens once padded; batches are filled up to
+`max_tokens`. With bucketing, items are shuffled, then sorted by length inside windows of `bucket_window`
+items, so neighbours have similar lengths while the order still changes every epoch.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+
+from torch.utils.data import Sampler
+
+
+def plan_batches(
+    lengths: Sequence[int],
+    rows: Sequence[int],
+    max_tokens: int,
+    *,
+    shuffle: bool,
+    bucket: bool,
+    seed: int,
+    bucket_window: int = 1024,
+) -> list[list[int]]:
+    """Index batches whose padded cost stays within `max_tokens` (an item over budget gets a batch alone)."""
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    if shuffle:
+        rng.shuffle(order)
+    if bucket:
+        windows = [order[i : i + bucket_window] for i in range(0, len(order), bucket_window)]
+        order = [i for window in windows for i in sorted(window, key=lambda k: lengths[k])]
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = n_rows = 0
+    for i in order:
+        if current and max(longest, lengths[i]) * (n_rows + rows[i]) > max_tokens:
+            batches.append(current)
+            current, longest, n_rows = [], 0, 0
+        current.append(i)
+        longest, n_rows = max(longest, lengths[i]), n_rows + rows[i]
+    if current:
+        batches.append(current)
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def padding_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[int], rows: Sequence[int]) -> float:
+    """Share of padded tokens over all tokens in `batches` (0.0 = no padding)."""
+    real = sum(lengths[i] * rows[i] for batch in batches for i in batch)
+    padded = sum(max(lengths[i] for i in batch) * sum(rows[i] for i in batch) for batch in batches)
+    return 1.0 - real / padded if padded else 0.0
+
+
+class TokenBudgetBatchSampler(Sampler[list[int]]):
+    """Batches from `plan_batches`, re-planned each epoch (`set_epoch`), split across data-parallel ranks."""
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        max_tokens: int,
+        rows: Sequence[int] | None = None,
+        *,
+        shuffle: bool = True,
+        bucket: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if max_tokens <= 0:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        self.lengths, self.max_tokens = list(lengths), max_tokens
+        self.rows = list(rows) if rows is not None else [1] * len(self.lengths)
+        self.shuffle, self.bucket, self.seed = shuffle, bucket, seed
+        self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _rank_batches(self) -> list[list[int]]:
+        batches = plan_batches(
+            self.lengths,
+            self.rows,
+            self.max_tokens,
+            shuffle=self.shuffle,
+            bucket=self.bucket,
+            seed=self.seed + self.epoch,
+        )
+        per_rank = len(batches) // self.num_replicas if self.num_replicas > 1 else len(batches)
+        return batches[self.rank :: self.num_replicas][:per_rank]  # equal counts keep ranks in step
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._rank_batches())
+
+    def __len__(self) -> int:
+        return len(self._rank_batches())

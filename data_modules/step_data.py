@@ -1,0 +1,154 @@
+"""StepDataModule: the one LightningDataModule both CriticModule and ActorModule train from.
+
+mode="critic" reads a `states` dataset and yields trajectories with MC targets at every step boundary;
+mode="actor" reads an `actions` dataset and yields states with all their candidate actions in one micro-batch.
+Batches are length-bucketed under a token budget (`max_tokens` padded tokens per micro-batch).
+Validation data is `val_path`, or a `val_fraction` of the problems held out by a stable hash of their id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import partial
+from typing import Any, Literal
+
+import lightning as L
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer
+
+from dapo.records import read_records
+
+from .collate import collate_actor, collate_critic
+from .featurize import actor_items, critic_items
+from .sampler import TokenBudgetBatchSampler
+
+Mode = Literal["critic", "actor"]
+_RECORD_KIND = {"critic": "states", "actor": "actions"}
+_COLUMNS = {
+    "critic": ["solution_id", "problem_id", "t", "prompt", "steps", "mc_value"],
+    "actor": ["state_id", "problem_id", "prompt", "state_steps", "action", "advantage", "is_terminal", "ref_logprob"],
+}
+
+
+def held_out(problem_id: str, fraction: float, seed: int) -> bool:
+    """Stable assignment of a problem to the validation split (same answer on every rank and run)."""
+    digest = hashlib.sha256(f"{seed}:{problem_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+class StepDataModule(L.LightningDataModule):
+    """Step-segmented batches for the critic or the actor, from on-disk records."""
+
+    def __init__(
+        self,
+        mode: Mode,
+        train_path: str,
+        tokenizer: str,
+        val_path: str | None = None,
+        val_fraction: float = 0.0,
+        max_length: int = 1024,
+        max_tokens: int = 8192,
+        bucket: bool = True,
+        num_workers: int = 0,
+        seed: int = 0,
+        strict: bool = True,
+    ) -> None:
+        """
+        Args:
+            mode: "critic" (states -> trajectories) or "actor" (actions -> states with their candidates).
+            train_path: records folder (`states` for critic, `actions` for actor), sharded or not.
+            tokenizer: tokenizer folder or name; the CLI links it to the model's path.
+            val_path: records folder for validation; if None, `val_fraction` of the problems is held out.
+            val_fraction: share of problems held out for validation when `val_path` is None.
+            max_length: longest sequence in tokens; longer groups raise (or are skipped if not strict).
+            max_tokens: token budget of one micro-batch, counting padding.
+            bucket: group items of similar length to keep padding small.
+            num_workers: DataLoader worker processes.
+            seed: shuffling and hold-out seed.
+            strict: raise on malformed or overlong records; if False skip them and report the counts.
+        """
+        super().__init__()
+        if mode not in _RECORD_KIND:
+            raise ValueError(f"mode must be 'critic' or 'actor', got {mode!r}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.save_hyperparameters()
+        self.mode, self.max_length, self.max_tokens, self.seed = mode, max_length, max_tokens, seed
+        self.train_items: list[Any] = []
+        self.val_items: list[Any] = []
+        self.tokenizer: Any = None
+        self._loaded = False
+
+    @property
+    def pad_id(self) -> int:
+        """Padding id; any id works because padding is masked, so fall back to eos when there is no pad."""
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.tokenizer.eos_token_id
+
+    def _featurize(self, rows: list[dict[str, Any]], what: str) -> list[Any]:
+        featurize = critic_items if self.mode == "critic" else actor_items
+        items, skipped = featurize(rows, self.tokenizer, self.max_length, self.hparams["strict"])
+        skipped.report(f"{what} groups")
+        if not items and rows:
+            raise ValueError(f"no usable {what} items out of {len(rows)} records")
+        return items
+
+    def _rows(self, path: str) -> list[dict[str, Any]]:
+        return read_records(path, _RECORD_KIND[self.mode]).select_columns(_COLUMNS[self.mode]).to_list()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the tokenizer only: records are read on first use, after callbacks such as StepValueRollout
+        (which runs at fit start) had the chance to produce them."""
+        if self.tokenizer is None:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.hparams["tokenizer"])
+
+    def load_items(self) -> None:
+        """Read and tokenize the records (once)."""
+        if self._loaded:
+            return
+        self.setup()
+        rows = self._rows(self.hparams["train_path"])
+        if self.hparams["val_path"]:
+            train_rows, val_rows = rows, self._rows(self.hparams["val_path"])
+        else:
+            fraction = self.hparams["val_fraction"]
+            is_val = [held_out(row["problem_id"], fraction, self.seed) for row in rows]
+            train_rows = [row for row, v in zip(rows, is_val, strict=True) if not v]
+            val_rows = [row for row, v in zip(rows, is_val, strict=True) if v]
+        self.train_items = self._featurize(train_rows, "train")
+        self.val_items = self._featurize(val_rows, "validation")
+        self._loaded = True
+
+    def _loader(self, items: list[Any], shuffle: bool) -> DataLoader:
+        rows = [len(item["input_ids"]) for item in items] if self.mode == "actor" else None
+        lengths = [self._length(item) for item in items]
+        trainer = self.trainer
+        sampler = TokenBudgetBatchSampler(
+            lengths,
+            self.max_tokens,
+            rows,
+            shuffle=shuffle,
+            bucket=self.hparams["bucket"],
+            seed=self.seed,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+        )
+        collate = collate_critic if self.mode == "critic" else collate_actor
+        return DataLoader(
+            items,  # type: ignore[arg-type]
+            batch_sampler=sampler,
+            collate_fn=partial(collate, pad_id=self.pad_id),
+            num_workers=self.hparams["num_workers"],
+        )
+
+    def _length(self, item: Any) -> int:
+        ids = item["input_ids"]
+        return len(ids) if self.mode == "critic" else max(len(row) for row in ids)
+
+    def train_dataloader(self) -> DataLoader:
+        self.load_items()
+        return self._loader(self.train_items, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.load_items()
+        return self._loader(self.val_items, shuffle=False)

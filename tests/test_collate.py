@@ -1,0 +1,124 @@
+"""Collate functions against literal tensors, one comment per row."""
+
+import torch
+
+from dapo.data_modules import collate_actor, collate_critic
+
+PAD = 9
+
+
+def test_collate_critic_literal():
+    items = [
+        # trajectory 0: 5 tokens, states s_0..s_2 end at tokens 1, 3, 4; s_1 has no target
+        {
+            "input_ids": [1, 2, 3, 4, 5],
+            "boundaries": [1, 3, 4],
+            "targets": [0.5, 0.0, 1.0],
+            "target_mask": [True, False, True],
+        },
+        # trajectory 1: 3 tokens, states s_0, s_1 end at tokens 0 and 2
+        {"input_ids": [6, 7, 8], "boundaries": [0, 2], "targets": [0.7, 0.0], "target_mask": [True, True]},
+    ]
+    batch = collate_critic(items, pad_id=PAD)
+    assert torch.equal(
+        batch["input_ids"],
+        torch.tensor(
+            [
+                [1, 2, 3, 4, 5],  # trajectory 0
+                [6, 7, 8, PAD, PAD],  # trajectory 1, padded on the right
+            ]
+        ),
+    )
+    assert torch.equal(
+        batch["attention_mask"],
+        torch.tensor(
+            [
+                [1, 1, 1, 1, 1],  # all real
+                [1, 1, 1, 0, 0],  # two pads
+            ]
+        ),
+    )
+    assert torch.equal(
+        batch["boundary_index"],
+        torch.tensor(
+            [
+                [1, 3, 4],  # three states
+                [0, 2, 0],  # two states, then a padded boundary pointing at token 0
+            ]
+        ),
+    )
+    assert torch.equal(
+        batch["boundary_mask"],
+        torch.tensor(
+            [
+                [True, True, True],  # all boundaries real
+                [True, True, False],  # the third is padding
+            ]
+        ),
+    )
+    assert torch.allclose(
+        batch["targets"],
+        torch.tensor(
+            [
+                [0.5, 0.0, 1.0],  # soft target 0.5 stays 0.5
+                [0.7, 0.0, 0.0],  # soft target 0.7 stays 0.7
+            ]
+        ),
+    )
+    assert torch.equal(
+        batch["target_mask"],
+        torch.tensor(
+            [
+                [True, False, True],  # s_1 of trajectory 0 has no MC value
+                [True, True, False],  # padded boundary has no target
+            ]
+        ),
+    )
+
+
+def test_collate_actor_literal():
+    items = [
+        # state A: prefix [1, 2], two actions [3] and [4, 5]
+        {
+            "input_ids": [[1, 2, 3], [1, 2, 4, 5]],
+            "action_spans": [(2, 3), (2, 4)],
+            "advantages": [0.25, -0.25],
+            "ref_logprobs": [-1.0, -2.0],
+        },
+        # state B: prefix [6], one action [7]
+        {"input_ids": [[6, 7]], "action_spans": [(1, 2)], "advantages": [0.0], "ref_logprobs": [-0.5]},
+    ]
+    batch = collate_actor(items, pad_id=PAD)
+    assert torch.equal(
+        batch["input_ids"],
+        torch.tensor(
+            [
+                [1, 2, 3, PAD],  # state A, action 0
+                [1, 2, 4, 5],  # state A, action 1
+                [6, 7, PAD, PAD],  # state B, action 0
+            ]
+        ),
+    )
+    assert torch.equal(
+        batch["attention_mask"],
+        torch.tensor(
+            [
+                [1, 1, 1, 0],  # one pad
+                [1, 1, 1, 1],  # none
+                [1, 1, 0, 0],  # two pads
+            ]
+        ),
+    )
+    assert torch.equal(
+        batch["action_mask"],
+        torch.tensor(
+            [
+                [False, False, True, False],  # token 3 is the action
+                [False, False, True, True],  # tokens 4, 5
+                [False, True, False, False],  # token 7
+            ]
+        ),
+    )
+    assert torch.equal(batch["state_index"], torch.tensor([0, 0, 1]))
+    assert torch.allclose(batch["advantages"], torch.tensor([0.25, -0.25, 0.0]))
+    assert torch.allclose(batch["ref_logprobs"], torch.tensor([-1.0, -2.0, -0.5]))

@@ -1,0 +1,126 @@
+"""StepDataModule over real records and a real tokenizer, in both modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from dapo.data_modules import StepDataModule
+from dapo.records import Provenance, RecordError, write_records
+from dapo.steps import split_steps
+
+
+def _states(arith, n: int) -> list[dict]:
+    """Every state of the reference solution of `n` problems, with made-up soft values."""
+    rows = []
+    for ex in list(arith.load("train"))[:n]:
+        steps = split_steps(arith.reference_solution(ex))
+        for t in range(len(steps) + 1):
+            rows.append(
+                {
+                    "state_id": f"{ex['id']}/s0/t{t}",
+                    "problem_id": ex["id"],
+                    "solution_id": f"{ex['id']}/s0",
+                    "t": t,
+                    "prompt": arith.prompt(ex),
+                    "steps": steps,
+                    "mc_value": (t + 1) / (len(steps) + 2),
+                    "n_rollouts": 4,
+                    "completions": [],
+                    "completion_rewards": [],
+                }
+            )
+    return rows
+
+
+def _actions(arith, n: int) -> list[dict]:
+    rows = []
+    for ex in list(arith.load("train"))[:n]:
+        steps = split_steps(arith.reference_solution(ex))
+        for k, action in enumerate([steps[1], "9 + 9 = 18\n", steps[1]]):  # a repeated candidate is kept
+            rows.append(
+                {
+                    "state_id": f"{ex['id']}/t1",
+                    "problem_id": ex["id"],
+                    "prompt": arith.prompt(ex),
+                    "state_steps": steps[:1],
+                    "action": action,
+                    "value": 0.5,
+                    "advantage": 0.1 * k,
+                    "is_terminal": False,
+                    "ref_logprob": -1.0 - k,
+                }
+            )
+    return rows
+
+
+def _module(tmp_path, kind: str, rows: list[dict], tokenizer: str, **kwargs) -> StepDataModule:
+    path = write_records(rows, tmp_path / kind, kind, Provenance(producer="test"))
+    mode = "critic" if kind == "states" else "actor"
+    dm = StepDataModule(mode=mode, train_path=str(path), tokenizer=tokenizer, **kwargs)
+    dm.load_items()
+    return dm
+
+
+def test_critic_batches_hold_targets_at_step_ends(tmp_path, arith, tiny_model_dir):
+    dm = _module(tmp_path, "states", _states(arith, 20), tiny_model_dir, max_tokens=256)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    batches = list(dm.train_dataloader())
+    assert sum(b["input_ids"].shape[0] for b in batches) == 20
+    for batch in batches:
+        assert batch["input_ids"].numel() <= 256 or batch["input_ids"].shape[0] == 1
+        for row in range(batch["input_ids"].shape[0]):
+            n = int(batch["attention_mask"][row].sum())
+            ids = batch["input_ids"][row, :n].tolist()
+            ends = batch["boundary_index"][row][batch["boundary_mask"][row]].tolist()
+            text = tok.decode(ids)
+            assert tok.decode(ids[: ends[0] + 1]) == text[: text.index("Solution:\n") + len("Solution:\n")]
+            assert ends[-1] == n - 1  # the last state is the whole solution
+            assert tok.decode(ids[ends[1] + 1 : ends[2] + 1]).endswith("\n")
+            targets = batch["targets"][row][batch["target_mask"][row]]
+            assert torch.allclose(targets, torch.tensor([1 / 5, 2 / 5, 3 / 5, 4 / 5]))  # 3 steps + prompt
+
+
+def test_actor_batches_keep_a_states_actions_together(tmp_path, arith, tiny_model_dir):
+    dm = _module(tmp_path, "actions", _actions(arith, 10), tiny_model_dir, max_tokens=200)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    for batch in dm.train_dataloader():
+        counts = torch.bincount(batch["state_index"])
+        assert (counts == 3).all()  # all three candidates of every state are in the batch
+        second = batch["input_ids"][1][batch["action_mask"][1]].tolist()
+        assert tok.decode(second) == "9 + 9 = 18\n"
+        assert torch.allclose(batch["ref_logprobs"][:3], torch.tensor([-1.0, -2.0, -3.0]))
+
+
+def test_terminal_action_ends_with_eos(tmp_path, arith, tiny_model_dir):
+    rows = _actions(arith, 1)
+    rows[0]["is_terminal"] = True
+    dm = _module(tmp_path, "actions", rows, tiny_model_dir)
+    batch = next(iter(dm.train_dataloader()))
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert batch["input_ids"][0][batch["action_mask"][0]].tolist()[-1] == tok.eos_token_id
+    assert batch["input_ids"][1][batch["action_mask"][1]].tolist()[-1] != tok.eos_token_id
+
+
+def test_overlong_raises_or_is_counted(tmp_path, arith, tiny_model_dir, caplog):
+    rows = _states(arith, 3)
+    with pytest.raises(RecordError, match=r"solution 'arith-train-\d+/s0' has \d+ tokens, over max_length=8"):
+        _module(tmp_path / "a", "states", rows, tiny_model_dir, max_length=8)
+    with pytest.raises(ValueError, match="no usable train items out of 12 records"):
+        _module(tmp_path / "b", "states", rows, tiny_model_dir, max_length=8, strict=False)
+    assert "skipped 3 train groups: {'too long': 3}" in caplog.text
+
+
+def test_inconsistent_states_rejected(tmp_path, arith, tiny_model_dir):
+    rows = _states(arith, 1)
+    rows[1]["t"] = 0  # two states claim t=0
+    with pytest.raises(RecordError, match=r"state t=0 is out of range 0\.\.3 or repeated"):
+        _module(tmp_path, "states", rows, tiny_model_dir)
+
+
+def test_val_fraction_holds_out_whole_problems(tmp_path, arith, tiny_model_dir):
+    dm = _module(tmp_path, "states", _states(arith, 40), tiny_model_dir, val_fraction=0.25)
+    assert len(dm.train_items) + len(dm.val_items) == 40
+    assert 0 < len(dm.val_items) < 20
+    assert sum(b["input_ids"].shape[0] for b in dm.val_dataloader()) == len(dm.val_items)
