@@ -2,8 +2,10 @@
 
     dapo fit --config configs/critic.yaml      train a CriticModule or ActorModule (LightningCLI)
     dapo validate --config ...                 validate one (LightningCLI)
+    dapo rollout --config configs/rollout.yaml Stage A: solutions, MC rollouts, state values
     dapo problems --out DIR ...                write a `problems` dataset from a task
     dapo tiny-model --out DIR ...              build a tiny random Llama + BPE tokenizer for a task
+    dapo export --ckpt CKPT --out DIR          write a trained critic or actor as a Hugging Face folder
 
 Each command other than the LightningCLI ones is a typed function parsed by jsonargparse, so every one takes
 `--config FILE` and `--help`. Tests call `cli_main([...])` directly.
@@ -15,12 +17,15 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dapo.commands import make_problems, make_tiny_model
+from dapo.commands import make_problems, make_tiny_model, rollout
+from dapo.export import export_checkpoint
 
 LIGHTNING_COMMANDS = {"fit": "train a model (LightningCLI)", "validate": "validate a model (LightningCLI)"}
 COMMANDS: dict[str, Callable[..., Any]] = {
+    "rollout": rollout,
     "problems": make_problems,
     "tiny-model": make_tiny_model,
+    "export": export_checkpoint,
 }
 
 

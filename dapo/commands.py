@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dapo.records import Provenance, write_records
-from dapo.tasks import ArithTask, problem_rows
+from dapo.callbacks.step_value_rollout import StageA, ensure_states
+from dapo.tasks import ArithTask, write_problems
 
 
 def make_problems(out: str, task: ArithTask | None = None, split: str = "train", limit: int | None = None) -> Path:
@@ -17,12 +17,8 @@ def make_problems(out: str, task: ArithTask | None = None, split: str = "train",
         split: which split of the task to write.
         limit: write at most this many problems.
     """
-    task = task or ArithTask()
-    examples = list(task.load(split))[:limit]
-    rows = problem_rows(task, examples)
-    provenance = Provenance(producer="dapo problems", seed=getattr(task, "seed", None), config={"split": split})
-    path = write_records(rows, out, "problems", provenance)
-    print(f"wrote {len(rows)} {task.name} problems ({split}) to {path}")
+    path = write_problems(task or ArithTask(), out, split, limit)
+    print(f"wrote problems to {path}")
     return path
 
 
@@ -65,3 +61,12 @@ def make_tiny_model(
     )
     print(f"wrote a tiny model to {path}")
     return path
+
+
+def rollout(stage_a: StageA) -> Path:
+    """Run Stage A: sample solutions, keep a balanced few, MC-estimate every state's value.
+
+    Args:
+        stage_a: policy, problems, output folder, sample and rollout counts, sampling settings.
+    """
+    return ensure_states(stage_a)

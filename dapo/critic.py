@@ -22,6 +22,7 @@ from torchmetrics import MeanMetric, MeanSquaredError, MetricCollection, Pearson
 from torchmetrics.classification import BinaryAUROC, BinaryCalibrationError
 from transformers import AutoTokenizer
 
+from dapo.export import MODULE_KEY, module_class_path
 from dapo.losses import ValueLossKind, gather_at, value_loss
 from dapo.models.value import ValueModel
 from dapo.viz import reliability_figure, value_trace_markdown
@@ -54,7 +55,7 @@ class CriticModule(L.LightningModule):
             calibration_bins: bins of the reliability diagram and calibration error.
         """
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])  # factories: the CLI config keeps them
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.model: ValueModel | None = None
         self.val_metrics = MetricCollection(
@@ -166,6 +167,9 @@ class CriticModule(L.LightningModule):
         if self._tok is None:
             self._tok = AutoTokenizer.from_pretrained(self.hparams["model_path"])
         return self._tok
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[MODULE_KEY] = module_class_path(self)  # lets `dapo export` rebuild the right module
 
     def save_hf(self, path: str) -> None:
         """Write the critic as a Hugging Face folder: backbone + value head + tokenizer."""

@@ -137,7 +137,7 @@ def write_records(rows: Iterable[Mapping[str, Any]], path: str | Path, kind: str
     rows = list(rows)
     for i, row in enumerate(rows):
         validate_row(row, kind, f"{path} row {i}")
-    dataset = Dataset.from_list([{name: row[name] for name in schema} for row in rows], features=schema)
+    dataset = Dataset.from_dict({name: [row[name] for row in rows] for name in schema}, features=schema)
     provenance.kind = kind
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -152,7 +152,7 @@ def _quiet_save(dataset: Dataset, path: Path) -> None:
     was_enabled = is_progress_bar_enabled()
     disable_progress_bar()
     try:
-        dataset.save_to_disk(str(path))
+        dataset.save_to_disk(str(path), num_shards=1)  # one file even when empty, so it loads back
     finally:
         if was_enabled:
             enable_progress_bar()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 Example = dict[str, Any]
@@ -50,3 +51,12 @@ def problem_rows(task: Task, examples: Sequence[Example]) -> list[dict[str, str]
             }
         )
     return rows
+
+
+def write_problems(task: Task, out: str | Path, split: str = "train", limit: int | None = None) -> Path:
+    """Write the first `limit` examples of `split` as a `problems` dataset (atomically, with provenance)."""
+    from dapo.records import Provenance, write_records
+
+    rows = problem_rows(task, list(task.load(split))[:limit])
+    config = {"task": task.name, "split": split, "limit": limit}
+    return write_records(rows, out, "problems", Provenance(producer="dapo problems", config=config))
