@@ -7,6 +7,7 @@ import math
 import lightning as L
 import pytest
 import torch
+from builders import reference_state_rows
 
 from dapo.critic import CriticModule
 from dapo.data_modules import StepDataModule
@@ -14,7 +15,6 @@ from dapo.export import export_checkpoint
 from dapo.losses import value_loss
 from dapo.models.value import StepScorer, ValueModel
 from dapo.records import Provenance, write_records
-from dapo.steps import split_steps
 
 
 def test_value_loss_by_hand():
@@ -41,28 +41,14 @@ def test_empty_mask_gives_zero_loss():
 
 
 def _states(arith, n: int, seed: int = 0) -> list[dict]:
+    """Reference-solution states with random soft values; the terminal state's value is a random 0/1 outcome."""
     gen = torch.Generator().manual_seed(seed)
-    rows = []
-    for ex in list(arith.load("train"))[:n]:
-        steps = split_steps(arith.reference_solution(ex))
-        outcome = float(torch.rand(1, generator=gen).item() < 0.5)
-        for t in range(len(steps) + 1):
-            mc = outcome if t == len(steps) else round(torch.rand(1, generator=gen).item(), 3)
-            rows.append(
-                {
-                    "state_id": f"{ex['id']}/s0/t{t}",
-                    "problem_id": ex["id"],
-                    "solution_id": f"{ex['id']}/s0",
-                    "t": t,
-                    "prompt": arith.prompt(ex),
-                    "steps": steps,
-                    "mc_value": mc,
-                    "n_rollouts": 4 * (t < len(steps)),
-                    "completions": [],
-                    "completion_rewards": [],
-                }
-            )
-    return rows
+
+    def value(t: int, n_steps: int) -> float:
+        draw = torch.rand(1, generator=gen).item()
+        return float(draw < 0.5) if t == n_steps else round(draw, 3)
+
+    return reference_state_rows(arith, n, value)
 
 
 def test_one_forward_equals_one_forward_per_state(tmp_path, arith, tiny_model_dir):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from builders import reference_state_rows
 from transformers import AutoTokenizer
 
 from dapo.data_modules import StepDataModule
@@ -12,26 +13,8 @@ from dapo.steps import split_steps
 
 
 def _states(arith, n: int) -> list[dict]:
-    """Every state of the reference solution of `n` problems, with made-up soft values."""
-    rows = []
-    for ex in list(arith.load("train"))[:n]:
-        steps = split_steps(arith.reference_solution(ex))
-        for t in range(len(steps) + 1):
-            rows.append(
-                {
-                    "state_id": f"{ex['id']}/s0/t{t}",
-                    "problem_id": ex["id"],
-                    "solution_id": f"{ex['id']}/s0",
-                    "t": t,
-                    "prompt": arith.prompt(ex),
-                    "steps": steps,
-                    "mc_value": (t + 1) / (len(steps) + 2),
-                    "n_rollouts": 4,
-                    "completions": [],
-                    "completion_rewards": [],
-                }
-            )
-    return rows
+    """Every state of the reference solution of `n` problems, with made-up soft values (t + 1) / (T + 2)."""
+    return reference_state_rows(arith, n, lambda t, T: (t + 1) / (T + 2))
 
 
 def _actions(arith, n: int) -> list[dict]:
