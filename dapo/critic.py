@@ -28,11 +28,12 @@ from dapo.models.value import ValueModel
 from dapo.viz import reliability_figure, value_trace_markdown
 
 
-def final_outcomes(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Outcome (b,) of each trajectory = target at its last boundary, and whether that target exists (b,)."""
+def final_outcomes(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per trajectory (b,): its outcome (the target at its last boundary), whether that target exists, and the
+    index of that last boundary."""
     last = batch["boundary_mask"].sum(1) - 1  # (b,)
     rows = torch.arange(last.shape[0])
-    return batch["targets"][rows, last], batch["target_mask"][rows, last]
+    return batch["targets"][rows, last], batch["target_mask"][rows, last], last
 
 
 class CriticModule(L.LightningModule):
@@ -107,15 +108,13 @@ class CriticModule(L.LightningModule):
         self.val_metrics["pearson"].update(values[mask], targets[mask])
         self._update_outcome_metrics(batch, values)
         self._val_values.append(values[mask].detach().cpu())
-        if len(self._traces) < self.hparams["n_traces"]:
-            self._traces += self._traces_of(batch, values)[: self.hparams["n_traces"] - len(self._traces)]
+        self._traces += self._traces_of(batch, values, self.hparams["n_traces"] - len(self._traces))
 
     def _update_outcome_metrics(self, batch: dict[str, torch.Tensor], values: torch.Tensor) -> None:
         """Values of non-final states against the trajectory's final outcome (0/1)."""
-        outcome, has_outcome = final_outcomes(batch)  # (b,), (b,)
-        last = batch["boundary_mask"].sum(1, keepdim=True) - 1  # (b, 1)
+        outcome, has_outcome, last = final_outcomes(batch)  # (b,), (b,), (b,)
         positions = torch.arange(values.shape[1], device=values.device)[None, :]  # (1, n)
-        keep = batch["boundary_mask"] & (positions < last) & has_outcome[:, None]  # (b, n)
+        keep = batch["boundary_mask"] & (positions < last[:, None]) & has_outcome[:, None]  # (b, n)
         pred = values[keep]
         truth = (outcome[:, None].expand_as(values)[keep] > 0.5).long()
         if pred.numel():
@@ -147,11 +146,13 @@ class CriticModule(L.LightningModule):
         if self._traces:
             writer.add_text("val/value_traces", "\n\n---\n\n".join(self._traces), step)
 
-    def _traces_of(self, batch: dict[str, torch.Tensor], values: torch.Tensor) -> list[str]:
-        """Markdown value traces of the rows of `batch`: the text of each step beside V and its MC target."""
+    def _traces_of(self, batch: dict[str, torch.Tensor], values: torch.Tensor, limit: int) -> list[str]:
+        """Markdown value traces of the first `limit` rows of `batch`: each step's text beside V and its target."""
+        traces: list[str] = []
+        if limit <= 0:
+            return traces
         tokenizer = self._tokenizer()
-        traces = []
-        for row in range(batch["input_ids"].shape[0]):
+        for row in range(min(limit, batch["input_ids"].shape[0])):
             bounds = batch["boundary_index"][row][batch["boundary_mask"][row]].tolist()
             ids = batch["input_ids"][row].tolist()
             pieces = [tokenizer.decode(ids[a + 1 : b + 1]) for a, b in zip([-1, *bounds], bounds, strict=False)]

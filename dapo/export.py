@@ -24,7 +24,7 @@ def module_class_path(module: Any) -> str:
 
 
 def _module_class(ckpt: Path) -> Any:
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)  # mmap: no full read
     if MODULE_KEY not in checkpoint:
         raise ValueError(f"{ckpt} was not written by a dapo CriticModule or ActorModule (no {MODULE_KEY!r} entry)")
     module_name, _, class_name = checkpoint[MODULE_KEY].rpartition(".")

@@ -45,45 +45,17 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from dapo.padding import left_pad
 from dapo.sampling import SamplingParams
-from dapo.steps import DEFAULT_DELIMITER
+from dapo.steps import DEFAULT_DELIMITER, first_step
 
-__all__ = ["FirstStepStopping", "HFGenerator", "count_new_tokens", "cut_to_first_step", "first_step", "left_pad"]
-
-
-def first_step(text: str, delimiter: str = DEFAULT_DELIMITER) -> str | None:
-    """The first step of `text` once it is complete (up to and including its delimiter), else None.
-
-    Blank lines before it belong to it (they join the following step, as in `split_steps`); text after it is not
-    included. So `split_steps(first_step(t)) == [first_step(t)]` and `t.startswith(first_step(t))`.
-    """
-    if not delimiter:
-        raise ValueError("the step delimiter must be a non-empty string")
-    start = 0
-    while (end := text.find(delimiter, start)) != -1:
-        end += len(delimiter)
-        if text[start:end].removesuffix(delimiter).strip():
-            return text[:end]
-        start = end
-    return None
+__all__ = ["FirstStepStopping", "HFGenerator", "count_new_tokens", "cut_to_first_step"]
 
 
 def cut_to_first_step(text: str, delimiter: str = DEFAULT_DELIMITER) -> str:
     """`text` cut right after its first complete step, or the whole `text` when no step is complete."""
     step = first_step(text, delimiter)
     return text if step is None else step
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token id rows to a (b, s) `input_ids` tensor and its (b, s) attention mask."""
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (b, s)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (b, s)
-    for i, row in enumerate(rows):
-        if row:
-            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row) :] = 1
-    return ids, mask
 
 
 def count_new_tokens(new_ids: torch.Tensor, pad_id: int) -> int:

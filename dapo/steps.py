@@ -47,6 +47,22 @@ def split_steps(text: str, delimiter: str = DEFAULT_DELIMITER) -> list[str]:
     return steps
 
 
+def first_step(text: str, delimiter: str = DEFAULT_DELIMITER) -> str | None:
+    """The first step of `text` once it is complete (up to and including its delimiter), else None.
+
+    Blank lines before it belong to it, as in `split_steps`; text after it is not included, so
+    `split_steps(first_step(t)) == [first_step(t)]` and `t.startswith(first_step(t))`.
+    """
+    if not delimiter:
+        raise ValueError("the step delimiter must be a non-empty string")
+    consumed = 0
+    for piece in _pieces(text, delimiter):
+        consumed += len(piece)
+        if piece.endswith(delimiter) and not _is_blank(piece, delimiter):
+            return text[:consumed]
+    return None
+
+
 def join_steps(steps: Sequence[str]) -> str:
     """Inverse of `split_steps`: steps already carry their delimiters."""
     return "".join(steps)

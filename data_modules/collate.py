@@ -11,6 +11,8 @@ from typing import TypedDict
 
 import torch
 
+from dapo.padding import pad_right, right_mask
+
 
 class CriticItem(TypedDict):
     input_ids: list[int]
@@ -28,39 +30,19 @@ class ActorItem(TypedDict):
     ref_logprobs: list[float]
 
 
-def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-    width = max(len(row) for row in rows)
-    out = torch.full((len(rows), width), value, dtype=torch.long)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return out
-
-
-def _attention_mask(rows: Sequence[Sequence[int]]) -> torch.Tensor:
-    return _pad([[1] * len(row) for row in rows], 0)
-
-
 def collate_critic(items: Sequence[CriticItem], pad_id: int) -> dict[str, torch.Tensor]:
     """Trajectories -> input_ids (b, s), attention_mask (b, s), boundary_index (b, n), boundary_mask (b, n),
     targets (b, n) float, target_mask (b, n) bool."""
     ids = [item["input_ids"] for item in items]
     boundaries = [item["boundaries"] for item in items]
     return {
-        "input_ids": _pad(ids, pad_id),
-        "attention_mask": _attention_mask(ids),
-        "boundary_index": _pad(boundaries, 0),
-        "boundary_mask": _attention_mask(boundaries).bool(),
-        "targets": _pad_float([item["targets"] for item in items]),
-        "target_mask": _pad([[int(m) for m in item["target_mask"]] for item in items], 0).bool(),
+        "input_ids": pad_right(ids, pad_id),
+        "attention_mask": right_mask(ids),
+        "boundary_index": pad_right(boundaries, 0),
+        "boundary_mask": right_mask(boundaries).bool(),
+        "targets": pad_right([item["targets"] for item in items], 0.0, torch.float32),
+        "target_mask": pad_right([item["target_mask"] for item in items], False, torch.bool),
     }
-
-
-def _pad_float(rows: Sequence[Sequence[float]]) -> torch.Tensor:
-    width = max(len(row) for row in rows)
-    out = torch.zeros(len(rows), width, dtype=torch.float32)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row, dtype=torch.float32)
-    return out
 
 
 def collate_actor(items: Sequence[ActorItem], pad_id: int) -> dict[str, torch.Tensor]:
@@ -69,13 +51,13 @@ def collate_actor(items: Sequence[ActorItem], pad_id: int) -> dict[str, torch.Te
     state_index (b,) (which state of the batch each row belongs to)."""
     ids = [row for item in items for row in item["input_ids"]]
     spans = [span for item in items for span in item["action_spans"]]
-    input_ids = _pad(ids, pad_id)
+    input_ids = pad_right(ids, pad_id)
     positions = torch.arange(input_ids.shape[1])  # (s,)
     starts = torch.tensor([start for start, _ in spans])  # (b,)
     ends = torch.tensor([end for _, end in spans])  # (b,)
     return {
         "input_ids": input_ids,
-        "attention_mask": _attention_mask(ids),
+        "attention_mask": right_mask(ids),
         "action_mask": (positions >= starts[:, None]) & (positions < ends[:, None]),
         "advantages": torch.tensor([a for item in items for a in item["advantages"]], dtype=torch.float32),
         "ref_logprobs": torch.tensor([r for item in items for r in item["ref_logprobs"]], dtype=torch.float32),

@@ -16,6 +16,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from dapo.alignment import tokenize_trajectory
+from dapo.padding import pad_right, right_mask
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -72,11 +73,7 @@ class StepScorer:
             chunk = [
                 tokenize_trajectory(self.tokenizer, p, s) for p, s in trajectories[start : start + self.batch_size]
             ]
-            width = max(len(ids) for ids, _ in chunk)
-            input_ids = torch.zeros(len(chunk), width, dtype=torch.long)  # (b, s), right-padded
-            mask = torch.zeros_like(input_ids)
-            for i, (ids, _) in enumerate(chunk):
-                input_ids[i, : len(ids)], mask[i, : len(ids)] = torch.tensor(ids), 1
-            probs = torch.sigmoid(self.model(input_ids, mask).float())  # (b, s)
+            rows = [ids for ids, _ in chunk]
+            probs = torch.sigmoid(self.model(pad_right(rows, 0), right_mask(rows)).float())  # (b, s)
             out += [probs[i, bounds].tolist() for i, (_, bounds) in enumerate(chunk)]
         return out

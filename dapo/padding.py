@@ -1,0 +1,36 @@
+"""Padding token rows into tensors: right padding for training batches, left padding for generation.
+
+Shapes: b = rows, s = longest row. Padded positions are 0 in the attention mask, so their value never matters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def pad_right(rows: Sequence[Sequence[float]], value: float, dtype: torch.dtype = torch.long) -> torch.Tensor:
+    """Rows padded on the right with `value` into a (b, s) tensor."""
+    width = max(len(row) for row in rows)
+    out = torch.full((len(rows), width), value, dtype=dtype)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=dtype)
+    return out
+
+
+def right_mask(rows: Sequence[Sequence[object]]) -> torch.Tensor:
+    """(b, s) long mask: 1 on the real positions of right-padded rows, 0 on padding."""
+    return pad_right([[1] * len(row) for row in rows], 0)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token id rows to a (b, s) `input_ids` tensor and its (b, s) attention mask."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (b, s)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (b, s)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+    return ids, mask
