@@ -1,7 +1,8 @@
 """Collate functions: pure, module-level, padding on the right.
 
-Shapes: b = trajectories (critic) or action rows (actor), s = padded sequence length, n = padded number of
-step boundaries. Padding ids are masked out by `attention_mask`, so their value never reaches a loss.
+Shapes: b = trajectories (critic) or states (actor, one packed row each), s = padded sequence length, n = padded
+number of step boundaries, a = actions. Padding is masked out (attention mask, segment -1), so its value never
+reaches a loss.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TypedDict
 
 import torch
 
+from dapo.packing import TokenGroup, pack_groups
 from dapo.padding import pad_right, right_mask
 
 
@@ -21,11 +23,9 @@ class CriticItem(TypedDict):
     target_mask: list[bool]  # True where the boundary has a target
 
 
-class ActorItem(TypedDict):
-    """One state with all its candidate actions: one row (state + action tokens) per action."""
+class ActorItem(TokenGroup):
+    """One state with all its candidate actions (a shared-prefix group), their advantages and reference log-probs."""
 
-    input_ids: list[list[int]]
-    action_spans: list[tuple[int, int]]  # [start, end) token indices of each action within its row
     advantages: list[float]
     ref_logprobs: list[float]
 
@@ -46,20 +46,10 @@ def collate_critic(items: Sequence[CriticItem], pad_id: int) -> dict[str, torch.
 
 
 def collate_actor(items: Sequence[ActorItem], pad_id: int) -> dict[str, torch.Tensor]:
-    """States -> one row per action, rows of a state adjacent: input_ids (b, s), attention_mask (b, s),
-    action_mask (b, s) bool (True on the action's tokens), advantages (b,), ref_logprobs (b,),
-    state_index (b,) (which state of the batch each row belongs to)."""
-    ids = [row for item in items for row in item["input_ids"]]
-    spans = [span for item in items for span in item["action_spans"]]
-    input_ids = pad_right(ids, pad_id)
-    positions = torch.arange(input_ids.shape[1])  # (s,)
-    starts = torch.tensor([start for start, _ in spans])  # (b,)
-    ends = torch.tensor([end for _, end in spans])  # (b,)
+    """States -> one packed row per state (its tokens once, then each candidate action; `dapo.packing`) with
+    advantages (a,) and ref_logprobs (a,) in the order of `action_row` / `action_state`."""
     return {
-        "input_ids": input_ids,
-        "attention_mask": right_mask(ids),
-        "action_mask": (positions >= starts[:, None]) & (positions < ends[:, None]),
+        **pack_groups(items, pad_id),
         "advantages": torch.tensor([a for item in items for a in item["advantages"]], dtype=torch.float32),
         "ref_logprobs": torch.tensor([r for item in items for r in item["ref_logprobs"]], dtype=torch.float32),
-        "state_index": torch.tensor([i for i, item in enumerate(items) for _ in item["input_ids"]]),
     }

@@ -2,9 +2,9 @@
 
 critic: the states of one solution form a trajectory; its full text is tokenized once and every state's
         MC value sits at that state's last token (dapo.alignment).
-actor:  the actions of one state form a group; each row is state + action, tokenized as one text, and the
-        action's tokens are found by offsets. A terminal action ends with the end-of-sequence token, because
-        ending the solution is part of what that action does.
+actor:  the actions of one state form a shared-prefix group (dapo.packing); each state + action is tokenized
+        as one text and the action's tokens are found by offsets. A terminal action ends with the
+        end-of-sequence token, because ending the solution is part of what that action does.
 Overlong or malformed groups raise a RecordError naming the record, or are skipped and counted when
 `strict` is False.
 """
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from dapo.alignment import token_span, tokenize_trajectory, tokenize_with_offsets
+from dapo.alignment import last_token_indices, token_span, tokenize_trajectory, tokenize_with_offsets
+from dapo.packing import TokenGroup, group_rows, unpacked_length
 from dapo.records import RecordError
 from dapo.steps import join_steps
 
@@ -83,44 +84,59 @@ def critic_items(
     return items, skipped
 
 
-def action_row(
-    tokenizer: PreTrainedTokenizerBase, prefix: str, action: str, terminal: bool
-) -> tuple[list[int], tuple[int, int]]:
-    """Token ids of prefix + action (+ eos when terminal) and the [start, end) token span of the action."""
-    if not action:
-        raise RecordError("empty action")
+def action_row(tokenizer: PreTrainedTokenizerBase, prefix: str, action: str, append_eos: bool) -> tuple[list[int], int]:
+    """Token ids of prefix + action (+ eos) and the index of the action's first token (its tokens run to the end).
+
+    A terminal action appends eos, because ending the solution is part of what it does; an empty terminal action
+    is the eos alone. Without eos an empty action has no tokens (start == len(ids)).
+    """
     ids, offsets = tokenize_with_offsets(tokenizer, prefix + action)
-    start, end = token_span(offsets, len(prefix), len(prefix) + len(action))
+    if action:
+        start, end = token_span(offsets, len(prefix), len(prefix) + len(action))
+    else:
+        end = last_token_indices(offsets, [len(prefix)])[0] + 1
+        start = end
     ids = ids[:end]  # drop special tokens a tokenizer may append
-    if terminal:
+    if append_eos:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("terminal actions end with eos, but the tokenizer has no eos token")
         ids.append(tokenizer.eos_token_id)
-        end += 1
-    return ids, (start, end)
+    return ids, start
+
+
+def state_group(
+    tokenizer: PreTrainedTokenizerBase, prefix: str, actions: Sequence[str], append_eos: Sequence[bool]
+) -> TokenGroup:
+    """The candidate actions of the state `prefix` as one shared-prefix group (dapo.packing)."""
+    rows = [action_row(tokenizer, prefix, a, eos) for a, eos in zip(actions, append_eos, strict=True)]
+    return group_rows([ids for ids, _ in rows], [start for _, start in rows])
 
 
 def actor_items(
     actions: Iterable[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int, strict: bool = True
 ) -> tuple[list[ActorItem], SkipCounter]:
-    """One item per state: a row per candidate action with its span, advantage and reference log-prob."""
+    """One item per state: its candidate actions as a shared-prefix group, with advantages and reference
+    log-probs. `max_length` bounds the longest single state + action row (the largest position id)."""
     items, skipped = [], SkipCounter()
     for state_id, group in _group(actions, "state_id").items():
         prefix = group[0]["prompt"] + join_steps(group[0]["state_steps"])
         try:
             if any(a["prompt"] + join_steps(a["state_steps"]) != prefix for a in group):
                 raise RecordError("its actions disagree on the state's text")
-            rows = [action_row(tokenizer, prefix, a["action"], a["is_terminal"]) for a in group]
+            if any(not a["action"] and not a["is_terminal"] for a in group):
+                raise RecordError("a non-terminal action is empty")
+            tokens = state_group(tokenizer, prefix, [a["action"] for a in group], [a["is_terminal"] for a in group])
         except (RecordError, ValueError) as error:
             skipped.skip_or_raise(strict, f"actions of state {state_id!r}: {error}", "malformed")
             continue
-        longest = max(len(ids) for ids, _ in rows)
+        longest = unpacked_length(tokens)
         if longest > max_length:
             message = f"state {state_id!r} has an action row of {longest} tokens, over max_length={max_length}"
             skipped.skip_or_raise(strict, message, "too long")
             continue
         items.append(
             ActorItem(
-                input_ids=[ids for ids, _ in rows],
-                action_spans=[span for _, span in rows],
+                **tokens,
                 advantages=[float(a["advantage"]) for a in group],
                 ref_logprobs=[float(a["ref_logprob"]) for a in group],
             )

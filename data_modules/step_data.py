@@ -1,7 +1,8 @@
 """StepDataModule: the one LightningDataModule both CriticModule and ActorModule train from.
 
 mode="critic" reads a `states` dataset and yields trajectories with MC targets at every step boundary;
-mode="actor" reads an `actions` dataset and yields states with all their candidate actions in one micro-batch.
+mode="actor" reads an `actions` dataset and yields states with all their candidate actions in one micro-batch,
+packed as one row per state (the state's tokens once, then every action).
 Batches are length-bucketed under a token budget (`max_tokens` padded tokens per micro-batch).
 Validation data is `val_path`, or a `val_fraction` of the problems held out by a stable hash of their id.
 """
@@ -16,6 +17,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
+from dapo.packing import packed_length
 from dapo.records import read_records
 
 from .collate import collate_actor, collate_critic
@@ -120,13 +122,11 @@ class StepDataModule(L.LightningDataModule):
         self._loaded = True
 
     def _loader(self, items: list[Any], shuffle: bool) -> DataLoader:
-        rows = [len(item["input_ids"]) for item in items] if self.mode == "actor" else None
         lengths = [self._length(item) for item in items]
         trainer = self.trainer
         sampler = TokenBudgetBatchSampler(
             lengths,
             self.max_tokens,
-            rows,
             shuffle=shuffle,
             bucket=self.hparams["bucket"],
             seed=self.seed,
@@ -142,8 +142,8 @@ class StepDataModule(L.LightningDataModule):
         )
 
     def _length(self, item: Any) -> int:
-        ids = item["input_ids"]
-        return len(ids) if self.mode == "critic" else max(len(row) for row in ids)
+        """Tokens of an item's row: a trajectory (critic) or a state packed with its actions (actor)."""
+        return len(item["input_ids"]) if self.mode == "critic" else packed_length(item)
 
     def train_dataloader(self) -> DataLoader:
         self.load_items()

@@ -79,46 +79,41 @@ def test_collate_critic_literal():
 def test_collate_actor_literal():
     items = [
         # state A: prefix [1, 2], two actions [3] and [4, 5]
-        {
-            "input_ids": [[1, 2, 3], [1, 2, 4, 5]],
-            "action_spans": [(2, 3), (2, 4)],
-            "advantages": [0.25, -0.25],
-            "ref_logprobs": [-1.0, -2.0],
-        },
+        {"prefix": [1, 2], "suffixes": [[3], [4, 5]], "starts": [2, 2], "advantages": [0.25, -0.25],
+         "ref_logprobs": [-1.0, -2.0]},
         # state B: prefix [6], one action [7]
-        {"input_ids": [[6, 7]], "action_spans": [(1, 2)], "advantages": [0.0], "ref_logprobs": [-0.5]},
-    ]
+        {"prefix": [6], "suffixes": [[7]], "starts": [1], "advantages": [0.0], "ref_logprobs": [-0.5]},
+    ]  # fmt: skip
     batch = collate_actor(items, pad_id=PAD)
     assert torch.equal(
         batch["input_ids"],
         torch.tensor(
             [
-                [1, 2, 3, PAD],  # state A, action 0
-                [1, 2, 4, 5],  # state A, action 1
-                [6, 7, PAD, PAD],  # state B, action 0
+                [1, 2, 3, 4, 5],  # state A: prefix once, then both actions
+                [6, 7, PAD, PAD, PAD],  # state B
             ]
         ),
     )
     assert torch.equal(
-        batch["attention_mask"],
+        batch["segment_ids"],
         torch.tensor(
             [
-                [1, 1, 1, 0],  # one pad
-                [1, 1, 1, 1],  # none
-                [1, 1, 0, 0],  # two pads
+                [0, 0, 1, 2, 2],  # prefix, action 1, action 2
+                [0, 1, -1, -1, -1],  # prefix, action 1, padding
             ]
         ),
     )
     assert torch.equal(
-        batch["action_mask"],
+        batch["position_ids"],
         torch.tensor(
             [
-                [False, False, True, False],  # token 3 is the action
-                [False, False, True, True],  # tokens 4, 5
-                [False, True, False, False],  # token 7
+                [0, 1, 2, 2, 3],  # both actions continue from the prefix's end
+                [0, 1, 0, 0, 0],  # padding positions are 0
             ]
         ),
     )
-    assert torch.equal(batch["state_index"], torch.tensor([0, 0, 1]))
+    assert batch["target_ids"].tolist() == [3, 4, 5, 7]
+    assert batch["logit_pos"].tolist() == [1, 1, 3, 0]  # 3 and 4 both read the prefix's last token
+    assert batch["action_state"].tolist() == [0, 0, 1]
     assert torch.allclose(batch["advantages"], torch.tensor([0.25, -0.25, 0.0]))
     assert torch.allclose(batch["ref_logprobs"], torch.tensor([-1.0, -2.0, -0.5]))

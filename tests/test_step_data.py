@@ -65,25 +65,41 @@ def test_critic_batches_hold_targets_at_step_ends(tmp_path, arith, tiny_model_di
             assert torch.allclose(targets, torch.tensor([1 / 5, 2 / 5, 3 / 5, 4 / 5]))  # 3 steps + prompt
 
 
+def _action_tokens(batch: dict, action: int) -> list[int]:
+    """Token ids of one action of a packed actor batch."""
+    row, segment = batch["action_row"][action], batch["action_segment"][action]
+    return batch["input_ids"][row][batch["segment_ids"][row] == segment].tolist()
+
+
 def test_actor_batches_keep_a_states_actions_together(tmp_path, arith, tiny_model_dir):
     dm = _module(tmp_path, "actions", _actions(arith, 10), tiny_model_dir, max_tokens=200)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    states = 0
     for batch in dm.train_dataloader():
-        counts = torch.bincount(batch["state_index"])
+        counts = torch.bincount(batch["action_state"])
         assert (counts == 3).all()  # all three candidates of every state are in the batch
-        second = batch["input_ids"][1][batch["action_mask"][1]].tolist()
-        assert tok.decode(second) == "9 + 9 = 18\n"
+        assert batch["input_ids"].shape[0] == counts.numel()  # one packed row per state
+        assert batch["input_ids"].numel() <= 200 or batch["input_ids"].shape[0] == 1
+        assert tok.decode(_action_tokens(batch, 1)) == "9 + 9 = 18\n"
+        prefix = batch["input_ids"][0][batch["segment_ids"][0] == 0].tolist()
+        state = tok.decode(prefix)  # prompt + the first step, once
+        assert state.startswith("Question:") and state.count("\n") == 3 and state.endswith("\n"), state
         assert torch.allclose(batch["ref_logprobs"][:3], torch.tensor([-1.0, -2.0, -3.0]))
+        states += counts.numel()
+    assert states == 10
 
 
 def test_terminal_action_ends_with_eos(tmp_path, arith, tiny_model_dir):
     rows = _actions(arith, 1)
     rows[0]["is_terminal"] = True
+    rows[2] = {**rows[2], "action": "", "is_terminal": True}  # stopping at once: the eos alone
     dm = _module(tmp_path, "actions", rows, tiny_model_dir)
     batch = next(iter(dm.train_dataloader()))
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    assert batch["input_ids"][0][batch["action_mask"][0]].tolist()[-1] == tok.eos_token_id
-    assert batch["input_ids"][1][batch["action_mask"][1]].tolist()[-1] != tok.eos_token_id
+    assert _action_tokens(batch, 0)[-1] == tok.eos_token_id
+    assert _action_tokens(batch, 1)[-1] != tok.eos_token_id
+    assert _action_tokens(batch, 2) == [tok.eos_token_id]
+    assert batch["target_ids"][batch["token_action"] == 2].tolist() == [tok.eos_token_id]
 
 
 def test_overlong_raises_or_is_counted(tmp_path, arith, tiny_model_dir, caplog):
