@@ -1,5 +1,6 @@
-"""Lightning callbacks (installed as dapo.callbacks): Stage A rollouts and benchmark evaluation."""
+"""Lightning callbacks (installed as dapo.callbacks): Stage A rollouts, Stage B scoring, benchmark evaluation."""
 
+from .step_advantages import StepAdvantages
 from .step_value_rollout import StageA, StepValueRollout
 
-__all__ = ["StageA", "StepValueRollout"]
+__all__ = ["StageA", "StepAdvantages", "StepValueRollout"]

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightning as L
 
-from dapo.records import read_provenance
+from dapo.records import move_aside, read_provenance
 from dapo.rollout import RolloutConfig, policy_fingerprint, run_rollouts
 from dapo.tasks import ArithTask, write_problems
 
@@ -69,9 +67,7 @@ def ensure_states(spec: StageA) -> Path:
         log.info("Stage A states for policy %s are up to date in %s", policy_hash, out)
         return out / "states"
     if status == "stale":
-        aside = out.with_name(f"{out.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.replace(out, aside)
-        log.warning("Stage A in %s was made by another policy or with other settings; moved to %s", out, aside)
+        move_aside(out, "holds Stage A made by another policy or with other settings")
     if not Path(spec.rollout.problems_path).exists():
         write_problems(spec.task, spec.rollout.problems_path, "train")
     generator = HFGenerator.from_pretrained(

@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "StepDataModule": "dapo.data_modules",
     "CriticModule": "dapo.critic",
+    "ActorModule": "dapo.actor",
 }
 
 __all__ = ["__version__", *_LAZY]

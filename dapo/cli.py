@@ -3,7 +3,10 @@
     dapo fit --config configs/critic.yaml      train a CriticModule or ActorModule (LightningCLI)
     dapo validate --config ...                 validate one (LightningCLI)
     dapo rollout --config configs/rollout.yaml Stage A: solutions, MC rollouts, state values
+    dapo advantages --config configs/advantages.yaml
+                                               Stage B: candidate advantages and reference log-probs
     dapo problems --out DIR ...                write a `problems` dataset from a task
+    dapo iterate --config configs/iterate.yaml N rounds of Stage A, critic, advantages, actor (resumable)
     dapo tiny-model --out DIR ...              build a tiny random Llama + BPE tokenizer for a task
     dapo export --ckpt CKPT --out DIR          write a trained critic or actor as a Hugging Face folder
 
@@ -13,16 +16,20 @@ Each command other than the LightningCLI ones is a typed function parsed by json
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dapo.commands import make_problems, make_tiny_model, rollout
+from dapo.commands import advantages, make_problems, make_tiny_model, rollout
 from dapo.export import export_checkpoint
+from dapo.iterate import iterate
 
 LIGHTNING_COMMANDS = {"fit": "train a model (LightningCLI)", "validate": "validate a model (LightningCLI)"}
 COMMANDS: dict[str, Callable[..., Any]] = {
     "rollout": rollout,
+    "advantages": advantages,
+    "iterate": iterate,
     "problems": make_problems,
     "tiny-model": make_tiny_model,
     "export": export_checkpoint,
@@ -44,8 +51,19 @@ def lightning_main(args: Sequence[str] | None) -> None:
     DapoLightningCLI(args=None if args is None else list(args))  # None: LightningCLI reads sys.argv itself
 
 
+def _show_progress_messages() -> None:
+    """dapo's own info messages (stage skipped, stale data moved aside, ...) go to stderr."""
+    logger = logging.getLogger("dapo")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[dapo] %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def cli_main(args: Sequence[str] | None = None) -> None:
     given = args
+    _show_progress_messages()
     args = list(sys.argv[1:] if args is None else args)
     if not args or args[0] in ("-h", "--help"):
         print(_usage())

@@ -1,9 +1,12 @@
-"""Small commands that prepare inputs: problem sets and tiny models (typed functions, parsed by jsonargparse)."""
+"""Commands other than fit/validate: inputs (problems, tiny models) and the data stages (typed functions, parsed
+by jsonargparse)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from dapo.advantages import AdvantageConfig
+from dapo.callbacks.step_advantages import ensure_actions
 from dapo.callbacks.step_value_rollout import StageA, ensure_states
 from dapo.tasks import ArithTask, write_problems
 
@@ -70,3 +73,12 @@ def rollout(stage_a: StageA) -> Path:
         stage_a: policy, problems, output folder, sample and rollout counts, sampling settings.
     """
     return ensure_states(stage_a)
+
+
+def advantages(advantages: AdvantageConfig) -> Path:
+    """Stage B scoring: critic values of candidate actions, advantages, reference log-probs.
+
+    Args:
+        advantages: states, critic, reference policy, output folder, gap filter and terminal handling.
+    """
+    return ensure_actions(advantages)

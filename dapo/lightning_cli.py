@@ -1,20 +1,25 @@
 """LightningCLI for `dapo fit|validate`: the model is chosen by class_path, the data is StepDataModule.
 
-The tokenizer is linked from the model's checkpoint path, so a config names it once. A top-level `stage_a`
-section (off unless `stage_a.policy_path` is set) adds the StepValueRollout callback that makes the data.
+The tokenizer is linked from the model's checkpoint path, so a config names it once. Two top-level sections
+make the data a fit needs, each off unless set: `stage_a` (on when `stage_a.policy_path` is set) adds the
+StepValueRollout callback (Stage A states for the critic), `advantages` (on when `advantages.critic_path` is
+set) adds StepAdvantages (Stage B actions for the actor).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from dapo.callbacks import StageA, StepValueRollout
+from dapo.advantages import AdvantageConfig
+from dapo.callbacks import StageA, StepAdvantages, StepValueRollout
 from dapo.data_modules import StepDataModule
 
 
 class DapoLightningCLI(LightningCLI):
-    def __init__(self, args: list[str] | None = None) -> None:
+    def __init__(self, args: list[str] | dict[str, Any] | None = None) -> None:
         super().__init__(
             model_class=L.LightningModule,
             datamodule_class=StepDataModule,
@@ -26,9 +31,12 @@ class DapoLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("model.init_args.model_path", "data.tokenizer")
         parser.add_dataclass_arguments(StageA, "stage_a")
+        parser.add_dataclass_arguments(AdvantageConfig, "advantages")
 
     def before_fit(self) -> None:
-        """With `stage_a.policy_path` set, Stage A runs (or resumes) at fit start to make the critic's data."""
-        spec = self.config_init[self.subcommand]["stage_a"]
-        if spec.policy_path is not None:
-            self.trainer.callbacks.append(StepValueRollout(spec))  # type: ignore[attr-defined]
+        """Stage A (for the critic) and Stage B scoring (for the actor) run at fit start when configured."""
+        config = self.config_init[self.subcommand]
+        if config["stage_a"].policy_path is not None:
+            self.trainer.callbacks.append(StepValueRollout(config["stage_a"]))  # type: ignore[attr-defined]
+        if config["advantages"].critic_path is not None:
+            self.trainer.callbacks.append(StepAdvantages(config["advantages"]))  # type: ignore[attr-defined]

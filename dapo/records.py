@@ -21,6 +21,7 @@ Schemas (one row each):
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
 import os
@@ -34,6 +35,8 @@ from typing import Any
 
 from datasets import Dataset, Features, Sequence, Value, concatenate_datasets, load_from_disk
 from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+log = logging.getLogger(__name__)
 
 PROVENANCE_FILE = "provenance.json"
 SHARD_PREFIX = "shard-"
@@ -167,6 +170,22 @@ def replace_dir(src: Path, dst: Path) -> None:
     os.replace(dst, old)
     os.replace(src, dst)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a small JSON file atomically (temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def move_aside(path: Path, why: str) -> Path:
+    """Rename an outdated artifact to `<path>.stale-<time>` (kept for inspection, never deleted) and say so."""
+    aside = path.with_name(f"{path.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
+    os.replace(path, aside)
+    log.warning("%s %s; moved it to %s", path, why, aside)
+    return aside
 
 
 def shard_paths(path: str | Path) -> list[Path]:

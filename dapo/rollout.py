@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import time
@@ -40,6 +39,7 @@ from dapo.records import (
     RecordError,
     read_provenance,
     read_records,
+    write_json,
     write_records,
 )
 from dapo.sampling import Generator, SamplingParams
@@ -240,7 +240,7 @@ def run_rollouts(
         seconds=time.perf_counter() - start,
         tokens_generated=generator.tokens_generated - tokens_before,
     )
-    _write_json(out / "summary.json", asdict(summary))
+    write_json(out / "summary.json", asdict(summary))
     return summary
 
 
@@ -380,10 +380,3 @@ def _remove_temp_dirs(out: Path) -> None:
     for kind in ("solutions", "states"):
         for tmp in (out / kind).glob(f".{SHARD_PREFIX}*"):
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)

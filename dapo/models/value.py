@@ -49,9 +49,16 @@ class ValueModel(nn.Module):
             {k: v.detach().contiguous() for k, v in self.head.state_dict().items()}, str(Path(path) / VALUE_HEAD_FILE)
         )
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids (b, s) -> value logits (b, s)."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (b, s, h)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """input_ids (b, s) -> value logits (b, s); attention_mask (b, s) or a 4D packing mask (dapo.packing)."""
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        ).last_hidden_state  # (b, s, h)
         return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)  # (b, s)
 
 

@@ -1,0 +1,171 @@
+"""ActorModule: trains the policy offline on Stage B's step-level advantages with DAPO's squared loss.
+
+Each micro-batch holds whole states, each packed as one row (its tokens once, then all its candidate actions;
+`dapo.packing`). The policy's log pi_theta(a | s) is gathered per action, and the loss (paper eq. 12)
+
+    1/2 (A(s, a) / beta - [log pi_theta(a | s) - log pi_ref(a | s)])^2
+
+pulls every action's log-ratio to A / beta. The reference log-probs come stored with the actions, so no
+reference model is in memory. Logged: the loss, the mean and spread of the log-ratio, the fraction of actions
+whose log-ratio has the sign of their advantage, an estimate of KL(pi_ref || pi_theta), and a histogram of
+advantages. At fit start the model is checked to honour the packing mask; if not, batches are unpacked into one
+padded row per action (and a warning says so).
+Left out on purpose: a live reference model, clipping or importance ratios, co-training with the critic.
+
+    dapo fit --config configs/actor.yaml
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics import MeanMetric
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from dapo.export import MODULE_KEY, module_class_path
+from dapo.losses import DapoLoss, dapo_loss
+from dapo.packing import Batch, unpack_batch
+from dapo.scoring import check_packing, policy_logprobs
+
+KL_EXP_CAP = 50.0  # log-ratios above this are capped inside exp() of the KL estimate (logging only)
+
+
+def log_ratio_stats(log_ratio: torch.Tensor, advantages: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Diagnostics of log-ratios r (a,) against advantages A (a,).
+
+    sign_agreement: share of actions with A != 0 whose r has A's sign (the direction DAPO pushes them).
+    kl_ref: (e^r - 1) - r averaged, an unbiased, non-negative estimate of KL(pi_ref || pi_theta) when actions are
+    drawn from pi_ref (they are: Stage A's rollouts; de-duplication makes it approximate).
+    """
+    r = log_ratio.detach().float()
+    nonzero = advantages != 0
+    agree = (torch.sign(r) == torch.sign(advantages))[nonzero].float()
+    return {
+        "log_ratio_mean": r.mean(),
+        "log_ratio_std": r.std(unbiased=False),
+        "sign_agreement": agree.mean() if agree.numel() else torch.zeros((), device=r.device),
+        "kl_ref": (torch.expm1(r.clamp(max=KL_EXP_CAP)) - r).mean(),
+    }
+
+
+class ActorModule(L.LightningModule):
+    def __init__(
+        self,
+        model_path: str,
+        beta: float = 0.01,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        check_packing: bool = True,
+    ) -> None:
+        """
+        Args:
+            model_path: Hugging Face causal-LM folder of the policy to start from (the reference policy).
+            beta: DAPO's temperature: the loss sets log-ratios to advantage / beta (paper: 0.01).
+            optimizer: optimizer factory (the paper: lr 5e-7 for a 7B policy).
+            lr_scheduler: optional scheduler factory, stepped every optimizer step.
+            check_packing: at fit start, verify the model honours the packing mask (else run unpacked).
+        """
+        super().__init__()
+        if beta <= 0:
+            raise ValueError(f"beta must be positive, got {beta}")
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        self.model: PreTrainedModel | None = None
+        self.packed = True
+        self._packing_checked = False
+        names = ("loss", *log_ratio_stats(torch.ones(1), torch.ones(1)))
+        self.val_metrics = torch.nn.ModuleDict({name: MeanMetric() for name in names})  # synced across ranks
+        self._train_advantages: list[torch.Tensor] = []
+        self._val_log_ratios: list[torch.Tensor] = []
+
+    def configure_model(self) -> None:
+        if self.model is None:  # idempotent: Lightning may call it again (resume, sharding)
+            self.model = AutoModelForCausalLM.from_pretrained(self.hparams["model_path"]).train()
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def action_logprobs(self, batch: Batch, packed: bool | None = None) -> torch.Tensor:
+        """log pi_theta(a | s) of every action in a packed batch (a,); unpacks it first if packing is off."""
+        assert self.model is not None, "configure_model() has not run"
+        packed = self.packed if packed is None else packed
+        if not packed and (batch["segment_ids"] > 1).any():
+            batch = unpack_batch(batch, pad_id=0)  # any id: padding is masked
+        batch = {name: value.to(self.device) for name, value in batch.items()}
+        return policy_logprobs(self.model, batch, packed)
+
+    def _check_packing(self) -> None:
+        if self._packing_checked or not self.hparams["check_packing"]:
+            return
+        assert self.model is not None, "configure_model() has not run"
+        was_training = self.model.training
+        self.model.eval()  # dropout off, so packed and unpacked see the same network
+        name = type(self.model).__name__
+        dtype = next(self.model.parameters()).dtype
+        self.packed = check_packing(self.action_logprobs, self.model.config.vocab_size, 0, dtype, name)
+        self.model.train(was_training)
+        self._packing_checked = True
+
+    def on_fit_start(self) -> None:
+        self._check_packing()
+
+    def on_validation_start(self) -> None:
+        self._check_packing()
+
+    def _loss(self, batch: Batch) -> tuple[DapoLoss, dict[str, torch.Tensor]]:
+        logprobs = self.action_logprobs(batch)  # (a,)
+        beta = self.hparams["beta"]
+        out = dapo_loss(logprobs, batch["ref_logprobs"], batch["advantages"], batch["action_state"], beta)
+        return out, log_ratio_stats(out.log_ratio, batch["advantages"])
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        out, stats = self._loss(batch)
+        n_actions = batch["advantages"].shape[0]
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=n_actions)
+        self.log_dict({f"train/{k}": v for k, v in stats.items()}, batch_size=n_actions)
+        self._train_advantages.append(batch["advantages"].detach().cpu())
+        return out.loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        out, stats = self._loss(batch)
+        n_actions = batch["advantages"].shape[0]
+        for name, value in {"loss": out.loss, **stats}.items():
+            self._val_metric(name).update(value, weight=n_actions)
+        self._val_log_ratios.append(out.log_ratio.detach().cpu())
+
+    def _val_metric(self, name: str) -> MeanMetric:
+        return cast(MeanMetric, self.val_metrics[name])
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict({f"val/{name}": self._val_metric(name).compute() for name in self.val_metrics})
+        for name in self.val_metrics:
+            self._val_metric(name).reset()
+        if self._val_log_ratios:
+            self._histogram("val/log_ratio", torch.cat(self._val_log_ratios))
+        self._val_log_ratios = []
+
+    def on_train_epoch_end(self) -> None:
+        if self._train_advantages:
+            self._histogram("train/advantages", torch.cat(self._train_advantages))
+        self._train_advantages = []
+
+    def _histogram(self, tag: str, values: torch.Tensor) -> None:
+        if isinstance(self.logger, TensorBoardLogger) and not self.trainer.sanity_checking:
+            self.logger.experiment.add_histogram(tag, values, self.global_step)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[MODULE_KEY] = module_class_path(self)  # lets `dapo export` rebuild the right module
+
+    def save_hf(self, path: str) -> None:
+        """Write the policy as a Hugging Face folder (safetensors + tokenizer) that transformers loads directly."""
+        assert self.model is not None, "configure_model() has not run"
+        self.model.save_pretrained(path)
+        AutoTokenizer.from_pretrained(self.hparams["model_path"]).save_pretrained(path)

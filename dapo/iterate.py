@@ -1,0 +1,185 @@
+"""`dapo iterate`: N rounds of DAPO, each Stage A -> critic -> advantages -> actor, resumable stage by stage.
+
+Round i runs two ordinary fits, built from the same configs `dapo fit` takes (critic and actor YAML, plus any
+overlay such as configs/debug.yaml): the critic fit, whose StepValueRollout callback first runs Stage A with
+the round's policy, and the actor fit, whose StepAdvantages callback first scores the candidates with the round's
+critic. The actor of round i is the policy (generator, completer and reference) of round i + 1, and the critic
+of round i + 1 continues from the critic of round i.
+
+Everything of round i lives in `out_dir/iter-NN/`: stage_a/, critic/ (tb, checkpoints, hf), stage_b/,
+actor/ (tb, checkpoints, hf). A stage is finished when its artifact is complete (Stage A's summary, the
+critic's `hf` export, Stage B's summary, the actor's `hf` export; each written atomically), so a rerun skips
+finished stages and restarts at the first unfinished one. `iteration.json` records the policy a round started
+from; a rerun refuses to continue a round that started from a different policy.
+Left out: resuming inside a fit (an unfinished fit restarts), running rounds in separate processes.
+
+    dapo iterate --config configs/iterate.yaml [--config configs/debug.yaml]
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dapo.records import replace_dir, write_json
+from dapo.rollout import policy_fingerprint
+
+log = logging.getLogger(__name__)
+
+Config = dict[str, Any]
+
+
+def deep_merge(base: Config, overlay: Config) -> Config:
+    """`base` with `overlay` on top: nested dicts merge key by key, anything else (lists too) is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(path: str, overlays: list[Config]) -> Config:
+    """A fit config from YAML with overlays merged in order (as repeated `--config` flags would)."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no config at {file}")
+    config = yaml.safe_load(file.read_text()) or {}
+    for overlay in overlays:
+        config = deep_merge(config, overlay)
+    return config
+
+
+def place_outputs(config: Config, root: Path) -> Config:
+    """Point a fit's logs and checkpoints into `root`: default_root_dir, the logger's save_dir and every
+    ModelCheckpoint's dirpath (`root/checkpoints`)."""
+    config = copy.deepcopy(config)
+    trainer = config.setdefault("trainer", {})
+    trainer["default_root_dir"] = str(root)
+    logger = trainer.get("logger")
+    if isinstance(logger, dict):
+        logger.setdefault("init_args", {})["save_dir"] = str(root)
+    for callback in trainer.get("callbacks") or []:
+        if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith("ModelCheckpoint"):
+            callback.setdefault("init_args", {})["dirpath"] = str(root / "checkpoints")
+    return config
+
+
+def critic_fit(base: Config, round_dir: Path, policy: str, critic_init: str) -> Config:
+    """The round's critic fit: Stage A by `policy` into round_dir/stage_a, critic from `critic_init`."""
+    stage_a_dir = round_dir / "stage_a"
+    overrides = {
+        "stage_a": {"policy_path": policy, "rollout": {"out_dir": str(stage_a_dir)}},
+        "model": {"init_args": {"model_path": critic_init}},
+        "data": {"train_path": str(stage_a_dir / "states")},
+    }
+    return place_outputs(deep_merge(base, overrides), round_dir / "critic")
+
+
+def actor_fit(base: Config, round_dir: Path, policy: str, critic: str) -> Config:
+    """The round's actor fit: Stage B scoring with `critic` into round_dir/stage_b, actor (and reference) `policy`."""
+    stage_b_dir = round_dir / "stage_b"
+    overrides = {
+        "stage_a": {"policy_path": None},
+        "advantages": {
+            "states_path": str(round_dir / "stage_a" / "states"),
+            "critic_path": critic,
+            "policy_path": policy,
+            "out_dir": str(stage_b_dir),
+        },
+        "model": {"init_args": {"model_path": policy}},
+        "data": {"train_path": str(stage_b_dir / "actions")},
+    }
+    return place_outputs(deep_merge(base, overrides), round_dir / "actor")
+
+
+def run_fit(config: Config, export_to: Path) -> float:
+    """Run `dapo fit` on a config dict and export the trained model to `export_to` atomically; seconds taken."""
+    from dapo.lightning_cli import DapoLightningCLI
+
+    start = time.perf_counter()
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the fit's arguments are `config`, not this process's command line
+    try:
+        cli = DapoLightningCLI(args={"fit": config})
+    finally:
+        sys.argv = argv
+    if cli.trainer.is_global_zero:
+        tmp = export_to.parent / f".{export_to.name}.tmp-{uuid.uuid4().hex[:8]}"
+        cli.model.save_hf(str(tmp))
+        replace_dir(tmp, export_to)
+    return time.perf_counter() - start
+
+
+def _start_round(round_dir: Path, policy: str, critic_init: str) -> None:
+    """Record what the round starts from, or check that an earlier run of it started from the same policy."""
+    record = round_dir / "iteration.json"
+    now = {"policy_path": policy, "policy_hash": policy_fingerprint(policy), "critic_init": critic_init}
+    if record.exists():
+        before = json.loads(record.read_text())
+        if before["policy_hash"] != now["policy_hash"]:
+            raise ValueError(
+                f"{round_dir} was started from policy {before['policy_hash']} ({before['policy_path']}), not "
+                f"{now['policy_hash']} ({policy}); use a new out_dir or remove {round_dir}"
+            )
+        return
+    write_json(record, now)
+
+
+def iterate(
+    policy_path: str,
+    out_dir: str,
+    iterations: int = 2,
+    critic_config: str = "configs/critic.yaml",
+    actor_config: str = "configs/actor.yaml",
+    critic_init: str | None = None,
+    trainer: Config | None = None,
+    data: Config | None = None,
+    stage_a: Config | None = None,
+    advantages: Config | None = None,
+) -> Path:
+    """Run DAPO for several rounds (Stage A, critic, advantages, actor), resuming at the first unfinished stage.
+
+    Args:
+        policy_path: Hugging Face folder of the starting policy (round 1's generator and reference).
+        out_dir: folder for every round's artifacts (`iter-01/`, `iter-02/`, ...).
+        iterations: number of rounds.
+        critic_config: `dapo fit` config of the critic (its `stage_a` section sets Stage A).
+        actor_config: `dapo fit` config of the actor (its `advantages` section sets Stage B scoring).
+        critic_init: folder the round-1 critic starts from (None: the starting policy's backbone).
+        trainer: overlay merged into both fits' `trainer` section (e.g. from configs/debug.yaml).
+        data: overlay merged into both fits' `data` section.
+        stage_a: overlay merged into the critic fit's `stage_a` section.
+        advantages: overlay merged into the actor fit's `advantages` section.
+    """
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    overlay = {"trainer": trainer or {}, "data": data or {}, "stage_a": stage_a or {}, "advantages": advantages or {}}
+    critic_base = load_config(critic_config, [overlay])
+    actor_base = load_config(actor_config, [overlay])
+    policy, critic = policy_path, critic_init or policy_path
+    for i in range(1, iterations + 1):
+        round_dir = Path(out_dir) / f"iter-{i:02d}"
+        _start_round(round_dir, policy, critic)
+        critic_hf, actor_hf = round_dir / "critic" / "hf", round_dir / "actor" / "hf"
+        if critic_hf.exists():
+            log.info("round %d: critic finished (%s), skipping Stage A and critic", i, critic_hf)
+        else:
+            seconds = run_fit(critic_fit(critic_base, round_dir, policy, critic), critic_hf)
+            log.info("round %d: Stage A + critic took %.1f s", i, seconds)
+        if actor_hf.exists():
+            log.info("round %d: actor finished (%s), skipping advantages and actor", i, actor_hf)
+        else:
+            seconds = run_fit(actor_fit(actor_base, round_dir, policy, str(critic_hf)), actor_hf)
+            log.info("round %d: advantages + actor took %.1f s", i, seconds)
+        policy, critic = str(actor_hf), str(critic_hf)
+    print(f"dapo iterate: {iterations} round(s) done; final policy {policy}")
+    return Path(policy)

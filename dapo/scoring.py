@@ -1,0 +1,82 @@
+"""Per-action model outputs on shared-prefix batches: policy log-probs and critic values of candidate actions.
+
+Both the actor's training step and Stage B's scoring (critic values V(s + a), reference log-probs
+log pi_ref(a | s)) go through these functions, so the stored reference log-probs are computed exactly the way
+the actor computes its own. `score_groups` runs many states through a model in token-budgeted packed batches,
+checking once (`dapo.packing.packing_agrees`) that the model honours the 4D mask, else falling back to one
+padded row per action.
+
+Shapes: a = actions in a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from dapo.data_modules.sampler import plan_batches
+from dapo.losses import gather_logprobs, sum_per_action
+from dapo.models.value import ValueModel
+from dapo.packing import Batch, TokenGroup, model_inputs, pack_groups, packed_length, packing_agrees, unpack_batch
+
+log = logging.getLogger(__name__)
+
+PerAction = Callable[[Batch, bool], torch.Tensor]  # (batch, packed) -> (a,)
+
+
+def _dtype(model: nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def policy_logprobs(model: nn.Module, batch: Batch, packed: bool) -> torch.Tensor:
+    """log pi(a | s) of every action in `batch` (a,), fp32, summed over the action's tokens."""
+    logits = model(**model_inputs(batch, packed, _dtype(model))).logits  # (b, L, V)
+    tokens = gather_logprobs(logits, batch["logit_row"], batch["logit_pos"], batch["target_ids"])  # (n,)
+    return sum_per_action(tokens, batch["token_action"], batch["action_row"].shape[0])
+
+
+def critic_values(model: ValueModel, batch: Batch, packed: bool) -> torch.Tensor:
+    """V(s + a) of every action in `batch` (a,), fp32: the sigmoid of the value head at the action's last token."""
+    inputs = model_inputs(batch, packed, _dtype(model))
+    logits = model(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])  # (b, L)
+    return torch.sigmoid(logits[batch["action_row"], batch["action_end"]].float())
+
+
+def check_packing(per_action: PerAction, vocab_size: int, pad_id: int, dtype: torch.dtype, name: str) -> bool:
+    """True if `name` gives the same per-action results packed as unpacked; else warn that it runs unpacked."""
+    tolerance = 1e-3 if dtype == torch.float32 else 1e-1  # half precision rounds differently per layout
+    if packing_agrees(per_action, vocab_size, pad_id, atol=tolerance):
+        return True
+    log.warning("%s does not honour a 4D attention mask: falling back to one padded row per action (slower)", name)
+    return False
+
+
+def score_groups(
+    groups: Sequence[TokenGroup],
+    per_action: PerAction,
+    *,
+    pad_id: int,
+    max_tokens: int,
+    packed: bool,
+    device: torch.device,
+    desc: str,
+) -> list[list[float]]:
+    """`per_action` over every action of every group, in packed batches of at most `max_tokens` tokens (a group
+    over budget goes alone). Returns one list per group, in the order of its actions."""
+    lengths = [packed_length(g) for g in groups]
+    batches = plan_batches(lengths, [1] * len(groups), max_tokens, shuffle=False, bucket=True, seed=0)
+    out: list[list[float]] = [[] for _ in groups]
+    with torch.inference_mode(), tqdm(total=len(groups), desc=desc, unit="state", dynamic_ncols=True) as bar:
+        for indices in batches:
+            batch = pack_groups([groups[i] for i in indices], pad_id)
+            if not packed:
+                batch = unpack_batch(batch, pad_id)
+            values = per_action({k: v.to(device) for k, v in batch.items()}, packed).cpu().tolist()  # (a,)
+            for state, value in zip(batch["action_state"].tolist(), values, strict=True):
+                out[indices[state]].append(value)
+            bar.update(len(indices))
+    return out
