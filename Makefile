@@ -28,11 +28,11 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
-# For now the main job is Stage A + critic on the bundled arith task with a tiny model, at debug sizes.
+# For now the main job is two rounds of iterative DAPO (Stage A, critic, advantages, actor) on the bundled arith
+# task with a briefly fine-tuned tiny policy, at debug sizes. Rerunning resumes at the first unfinished stage.
 demo: $(STAMP)
-	test -d runs/arith/policy || HF_HUB_OFFLINE=1 $(BIN)/dapo tiny-model --out runs/arith/policy
-	HF_HUB_OFFLINE=1 $(BIN)/dapo fit --config configs/critic.yaml --config configs/debug.yaml
-	HF_HUB_OFFLINE=1 $(BIN)/dapo export --ckpt runs/arith/critic/checkpoints/last.ckpt --out runs/arith/critic_hf
+	test -d runs/arith/policy || HF_HUB_OFFLINE=1 $(BIN)/dapo tiny-model --out runs/arith/policy --sft_steps 300
+	HF_HUB_OFFLINE=1 $(BIN)/dapo iterate --config configs/iterate.yaml --config configs/debug.yaml
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

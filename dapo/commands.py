@@ -34,8 +34,9 @@ def make_tiny_model(
     num_heads: int = 4,
     seed: int = 0,
     overwrite: bool = False,
+    sft_steps: int = 0,
 ) -> Path:
-    """Build a tiny random Llama with a BPE tokenizer trained on a task's texts.
+    """Build a tiny Llama with a BPE tokenizer trained on a task's texts (random, or briefly fine-tuned).
 
     Args:
         out: folder for the Hugging Face model (safetensors + tokenizer).
@@ -46,6 +47,8 @@ def make_tiny_model(
         num_heads: attention heads.
         seed: weight initialisation seed.
         overwrite: replace an existing folder.
+        sft_steps: if > 0, fine-tune on the task's reference solutions for this many steps (a starting policy
+            that writes solutions in the task's format; 0 leaves the weights random).
     """
     from dapo.models import build_tiny_model
 
@@ -62,6 +65,11 @@ def make_tiny_model(
         seed=seed,
         overwrite=overwrite,
     )
+    if sft_steps > 0:
+        from dapo.sft import supervised_finetune
+
+        pairs = [(task.prompt(ex), task.reference_solution(ex) or "") for ex in examples]
+        supervised_finetune(path, path, pairs, steps=sft_steps, seed=seed)
     print(f"wrote a tiny model to {path}")
     return path
 

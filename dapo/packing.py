@@ -113,6 +113,12 @@ def pack_groups(groups: Sequence[TokenGroup], pad_id: int) -> Batch:
     }
 
 
+LAYOUT_FIELDS = frozenset(
+    {"input_ids", "position_ids", "segment_ids", "logit_row", "logit_pos", "target_ids", "token_action"}
+    | {"action_row", "action_segment", "action_end", "action_state"}
+)  # what `pack_groups` returns
+
+
 def shared_prefix_mask(segment_ids: torch.Tensor) -> torch.Tensor:
     """segment_ids (b, L) -> bool mask (b, 1, L, L): query q may attend key k iff k <= q and k is in the prefix
     or in q's own segment. Padding queries attend padding and the prefix, so no row is fully masked."""
@@ -135,7 +141,9 @@ def model_inputs(batch: Batch, packed: bool, dtype: torch.dtype) -> dict[str, to
 
 
 def unpack_batch(batch: Batch, pad_id: int) -> Batch:
-    """A packed batch as one right-padded row per action (prefix + that action), same fields and semantics."""
+    """A packed batch as one right-padded row per action (prefix + that action), same fields and semantics.
+    Fields outside the packing layout (per-action values such as advantages) pass through: the action order is
+    unchanged."""
     rows, segments = [], []
     for r, k in zip(batch["action_row"].tolist(), batch["action_segment"].tolist(), strict=True):
         row_segments = batch["segment_ids"][r]  # (L,)
@@ -145,6 +153,7 @@ def unpack_batch(batch: Batch, pad_id: int) -> Batch:
     positions = batch["position_ids"]
     n_actions = batch["action_row"].shape[0]
     return {
+        **{name: value for name, value in batch.items() if name not in LAYOUT_FIELDS},
         "input_ids": pad_right(rows, pad_id),
         "position_ids": pad_right([list(range(len(row))) for row in rows], 0),
         "segment_ids": pad_right(segments, -1),

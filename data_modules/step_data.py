@@ -117,6 +117,11 @@ class StepDataModule(L.LightningDataModule):
             is_val = [held_out(row["problem_id"], fraction, self.seed) for row in rows]
             train_rows = [row for row, v in zip(rows, is_val, strict=True) if not v]
             val_rows = [row for row, v in zip(rows, is_val, strict=True) if v]
+        if not train_rows:
+            raise ValueError(
+                f"no {_RECORD_KIND[self.mode]} records to train on in {self.hparams['train_path']}"
+                + (" after holding out validation problems" if rows else "")
+            )
         self.train_items = self._featurize(train_rows, "train")
         self.val_items = self._featurize(val_rows, "validation")
         self._loaded = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dapo.steps import split_steps
+from dapo.steps import join_steps, split_steps
 from dapo.tasks import ArithTask
 
 
@@ -28,4 +28,30 @@ def reference_state_rows(task: ArithTask, n: int, value: Callable[[int, int], fl
                     "completion_rewards": [],
                 }
             )
+    return rows
+
+
+def candidate_state_rows(arith: ArithTask, n: int) -> list[dict]:
+    """State t = 1 of the reference solution of `n` problems, with hand-made completions: the right rest of the
+    solution, a wrong rest, the final line alone, an early stop, and a repeat of the first."""
+    rows = []
+    for ex in list(arith.load("train"))[:n]:
+        steps = split_steps(arith.reference_solution(ex))
+        right = join_steps(steps[1:])
+        wrong = "1 + 1 = 3\n" + steps[-1]
+        completions = [right, wrong, steps[-1], "", right]
+        rows.append(
+            {
+                "state_id": f"{ex['id']}/s0/t1",
+                "problem_id": ex["id"],
+                "solution_id": f"{ex['id']}/s0",
+                "t": 1,
+                "prompt": arith.prompt(ex),
+                "steps": steps,
+                "mc_value": 0.5,
+                "n_rollouts": len(completions),
+                "completions": completions,
+                "completion_rewards": [1.0, 0.0, 1.0, 0.0, 1.0],
+            }
+        )
     return rows

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny model built once per session, small arith problem sets, record builders."""
+"""Shared fixtures: a tiny model (random, and briefly fine-tuned into a policy) built once per session, a small
+arith task."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
+from transformers import AutoTokenizer
 
 from dapo.models import build_tiny_model
+from dapo.models.value import ValueModel
+from dapo.sft import supervised_finetune
 from dapo.tasks import ArithTask
 
 
@@ -25,4 +29,20 @@ def tiny_model_dir(tmp_path_factory, arith) -> str:
     texts = [arith.prompt(ex) + arith.reference_solution(ex) for ex in examples]
     path = tmp_path_factory.mktemp("models") / "tiny"
     build_tiny_model(path, texts, vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, seed=0)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def policy_dir(tmp_path_factory, arith, tiny_model_dir) -> str:
+    """The tiny model after a few seconds of SFT on arith solutions: it writes multi-step solutions, some wrong."""
+    pairs = [(arith.prompt(ex), arith.reference_solution(ex)) for ex in arith.load("train")]
+    return str(supervised_finetune(tiny_model_dir, tmp_path_factory.mktemp("models") / "policy", pairs, steps=150))
+
+
+@pytest.fixture(scope="session")
+def critic_dir(tmp_path_factory, tiny_model_dir) -> str:
+    """The tiny backbone with a value head (random, but saved, so every load gives the same critic)."""
+    path = tmp_path_factory.mktemp("models") / "critic"
+    ValueModel.from_pretrained(tiny_model_dir).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
     return str(path)

@@ -1,16 +1,19 @@
-"""The `dapo` command: help, every config parses, and critic.yaml + debug.yaml run from problems to a critic."""
+"""The `dapo` command: help, every config parses, critic.yaml then actor.yaml (+ debug.yaml) run from problems to
+an exported actor, and iterate.yaml runs two rounds and resumes."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import AutoModelForCausalLM
 
 from dapo.cli import cli_main
 from dapo.models.value import StepScorer
-from dapo.records import read_records
+from dapo.records import read_provenance, read_records
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -18,7 +21,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def test_help_lists_commands(capsys):
     cli_main(["--help"])
     out = capsys.readouterr().out
-    for command in ("fit", "validate", "rollout", "problems", "tiny-model", "export"):
+    for command in ("fit", "validate", "rollout", "advantages", "iterate", "problems", "tiny-model", "export"):
         assert f"  {command} " in out
 
 
@@ -28,7 +31,7 @@ def test_every_config_parses(config, capsys):
     header = (CONFIGS / config).read_text().splitlines()[0].split()
     assert header[:2] == ["#", "dapo"] and f"configs/{config}" in header, header
     command = header[2]
-    overlay = ["--config", str(CONFIGS / "debug.yaml")] if command == "fit" else []
+    overlay = ["--config", str(CONFIGS / "debug.yaml")] if command in ("fit", "iterate") else []
     with pytest.raises(SystemExit) as exit_info:
         cli_main([command, "--config", str(CONFIGS / config), *overlay, "--print_config"])
     assert exit_info.value.code == 0
@@ -41,9 +44,9 @@ def _tags(log_dir: Path) -> dict[str, list[str]]:
     return events.Tags()
 
 
-def test_critic_config_end_to_end(tmp_path, tiny_model_dir, monkeypatch):
+def test_critic_then_actor_config_end_to_end(tmp_path, policy_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    shutil.copytree(tiny_model_dir, "runs/arith/policy")
+    shutil.copytree(policy_dir, "runs/arith/policy")
     args = ["fit", "--config", str(CONFIGS / "critic.yaml"), "--config", str(CONFIGS / "debug.yaml")]
     cli_main(args)
 
@@ -67,3 +70,45 @@ def test_critic_config_end_to_end(tmp_path, tiny_model_dir, monkeypatch):
     cli_main([*args, "--stage_a.rollout.n_rollouts", "3"])  # other settings: the old run is moved aside, redone
     assert list(Path("runs/arith").glob("stage_a.stale-*"))
     assert set(read_records("runs/arith/stage_a/states", "states")["n_rollouts"]) <= {0, 3}
+
+    actor_args = ["fit", "--config", str(CONFIGS / "actor.yaml"), "--config", str(CONFIGS / "debug.yaml")]
+    cli_main(actor_args)
+    actions = read_records("runs/arith/stage_b/actions", "actions")
+    assert actions.num_rows > 0
+    tags = _tags(Path("runs/arith/actor/tb"))
+    for scalar in ("train/loss", "train/log_ratio_mean", "train/log_ratio_std", "train/sign_agreement", "train/kl_ref"):
+        assert scalar in tags["scalars"], scalar
+    assert "val/loss" in tags["scalars"]
+    assert "train/advantages" in tags["histograms"]
+    cli_main(["export", "--ckpt", "runs/arith/actor/checkpoints/last.ckpt", "--out", "runs/arith/actor_hf"])
+    assert AutoModelForCausalLM.from_pretrained("runs/arith/actor_hf").config.model_type == "llama"
+
+
+def _finished(root: Path) -> dict[str, int]:
+    """Modification times of every stage's completion marker in an iterate folder."""
+    markers = ["stage_a/summary.json", "critic/hf", "stage_b/summary.json", "actor/hf"]
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for m in markers for p in sorted(root.glob(f"iter-*/{m}"))}
+
+
+def test_iterate_two_rounds_then_resumes_without_redoing(tmp_path, policy_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(policy_dir, "runs/arith/policy")
+    Path("configs").symlink_to(CONFIGS)
+    args = ["iterate", "--config", "configs/iterate.yaml", "--config", "configs/debug.yaml"]
+    cli_main(args)
+    root = Path("runs/arith/iterate")
+    first = _finished(root)
+    assert len(first) == 8  # 4 stages x 2 rounds
+    round_2 = json.loads((root / "iter-02" / "iteration.json").read_text())
+    assert round_2["policy_path"] == str(root / "iter-01" / "actor" / "hf")  # round 1's actor generates round 2
+    assert round_2["critic_init"] == str(root / "iter-01" / "critic" / "hf")  # and its critic continues
+    assert read_provenance(root / "iter-02" / "stage_a" / "states").policy_path == round_2["policy_path"]
+
+    cli_main(args)  # everything finished: nothing is redone
+    assert _finished(root) == first
+
+    shutil.rmtree(root / "iter-02" / "actor" / "hf")  # as if killed while training round 2's actor
+    cli_main(args)
+    again = _finished(root)
+    changed = sorted(k for k in first if again[k] != first[k])
+    assert changed == ["iter-02/actor/hf"]

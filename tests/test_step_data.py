@@ -39,7 +39,7 @@ def _actions(arith, n: int) -> list[dict]:
 
 
 def _module(tmp_path, kind: str, rows: list[dict], tokenizer: str, **kwargs) -> StepDataModule:
-    path = write_records(rows, tmp_path / kind, kind, Provenance(producer="test"))
+    path = write_records(rows, tmp_path / (kind if rows else "empty"), kind, Provenance(producer="test"))
     mode = "critic" if kind == "states" else "actor"
     dm = StepDataModule(mode=mode, train_path=str(path), tokenizer=tokenizer, **kwargs)
     dm.load_items()
@@ -123,3 +123,8 @@ def test_val_fraction_holds_out_whole_problems(tmp_path, arith, tiny_model_dir):
     assert len(dm.train_items) + len(dm.val_items) == 40
     assert 0 < len(dm.val_items) < 20
     assert sum(b["input_ids"].shape[0] for b in dm.val_dataloader()) == len(dm.val_items)
+
+
+def test_no_training_records_is_an_error(tmp_path, tiny_model_dir):
+    with pytest.raises(ValueError, match=r"no actions records to train on in .*empty"):
+        _module(tmp_path, "actions", [], tiny_model_dir)

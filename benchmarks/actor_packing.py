@@ -1,0 +1,276 @@
+"""Actor step: shared-prefix packed micro-batches vs one padded sequence per action, on CPU.
+
+Why: DAPO's actor trains on many candidate actions a_1..a_k of every state s (16 here). A packed row holds s once
+followed by all its actions (a 4D mask keeps the actions apart, `dapo.packing`); the fallback pads one row
+s + a_i per action, so the model sees s k times. This measures what packing buys in tokens and in training-step
+time on the same model, data and micro-batches, and checks that both layouts give the same log-probs.
+
+Workload: `--problems` arith problems with `--n-steps` operations; for each, the states s_t before every step of
+the reference solution (t = 0 .. steps - 1, the last step being the terminal "Answer: N"). Every state gets
+`--actions` unique candidates for its next step: the reference step plus variants with another operator, operand
+and/or result (a wrong "Answer: N" for the last step, terminal, so it ends with eos). Advantages are random in
+[-0.5, 0.5], reference log-probs -10. The rows go through `actor_items` and `collate_actor` into micro-batches of
+`--states-per-batch` states; the unpacked form of each is `unpack_batch` (built once, outside the timing).
+One actor step per micro-batch is `policy_logprobs` + `dapo_loss` + backward + AdamW step + zero_grad on a freshly
+built tiny Llama (each mode trains its own copy, from the same weights). Each mode gets one untimed warm-up pass
+over all micro-batches, then `--repeats` timed passes, interleaved packed / unpacked so that other load on the
+machine hits both alike; the median is reported, ± half the min-max range. The log-prob check runs first, on the
+untrained copy, in eval mode without grad, in fp32. The times are only meaningful on otherwise idle cores: with
+other work on them, torch's intra-op threads can slow down many-fold (try `--threads 1` on a shared machine).
+
+Run: `python -m benchmarks.actor_packing [--problems 4 --actions 16 --states-per-batch 4 ...]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from benchmarks.rollout_throughput import build_model
+from dapo.data_modules.collate import ActorItem, collate_actor
+from dapo.data_modules.featurize import actor_items
+from dapo.losses import dapo_loss
+from dapo.packing import Batch, unpack_batch
+from dapo.scoring import policy_logprobs
+from dapo.steps import split_steps
+from dapo.tasks import ArithTask
+from dapo.tasks.arith import ALLOWED_OPS, apply_op
+
+Row = dict[str, Any]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--problems", type=int, default=4, help="arith problems whose states are trained on")
+    parser.add_argument("--n-steps", type=int, default=6, help="operations per problem (solution has one more line)")
+    parser.add_argument("--actions", type=int, default=16, help="unique candidate actions per state")
+    parser.add_argument("--states-per-batch", type=int, default=1, help="states (packed rows) per micro-batch")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per mode, after one warm-up")
+    parser.add_argument("--hidden-size", type=int, default=128)
+    parser.add_argument("--num-layers", type=int, default=4)
+    parser.add_argument("--vocab-size", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    return parser.parse_args(argv)
+
+
+# -- workload ----------------------------------------------------------------------------------------------------
+
+
+def step_variants(step: str, k: int, rng: random.Random) -> list[str]:
+    """`step` plus k - 1 distinct plausible alternatives: "a op n = c\\n" with another operator, operand and/or
+    result (c >= 0, at most 3 off), or "Answer: N" with another N >= 0 (at most 20 off). Raises if fewer exist."""
+    if step.startswith("Answer:"):
+        answer = int(step.split(":")[1])
+        candidates = [f"Answer: {answer + d}" for d in range(-20, 21) if answer + d >= 0]
+    else:
+        value = int(step.split(" ")[0])
+        candidates = [
+            f"{value} {op} {n} = {apply_op(value, op, n) + d}\n"
+            for op in ALLOWED_OPS
+            for n in range(1, 10)
+            for d in range(-3, 4)
+            if apply_op(value, op, n) + d >= 0
+        ]
+    candidates = [c for c in candidates if c != step]
+    if len(candidates) < k - 1:
+        raise ValueError(f"step {step!r} has only {len(candidates)} variants, {k - 1} needed")
+    return [step, *rng.sample(candidates, k - 1)]
+
+
+def action_rows(task: ArithTask, problems: int, actions: int, seed: int) -> list[Row]:
+    """`actions` records (dapo.records' actions schema) for every state before each reference step."""
+    rng = random.Random(seed)
+    rows: list[Row] = []
+    for ex in task.load("test")[:problems]:
+        steps = split_steps(task.reference_solution(ex) or "")
+        for t, step in enumerate(steps):
+            terminal = t == len(steps) - 1
+            for action in step_variants(step, actions, rng):
+                rows.append(
+                    {
+                        "state_id": f"{ex['id']}-t{t}",
+                        "problem_id": ex["id"],
+                        "prompt": task.prompt(ex),
+                        "state_steps": steps[:t],
+                        "action": action,
+                        "value": rng.random(),
+                        "advantage": rng.uniform(-0.5, 0.5),
+                        "is_terminal": terminal,
+                        "ref_logprob": -10.0,
+                    }
+                )
+    return rows
+
+
+def micro_batches(items: Sequence[ActorItem], states_per_batch: int, pad_id: int) -> list[Batch]:
+    """Consecutive groups of `states_per_batch` items, each collated into one packed batch."""
+    return [collate_actor(items[i : i + states_per_batch], pad_id) for i in range(0, len(items), states_per_batch)]
+
+
+def token_means(items: Sequence[ActorItem]) -> tuple[float, float]:
+    """Mean state tokens and mean action tokens (eos included for terminal actions), over all actions."""
+    state, action = [], []
+    for item in items:
+        for suffix, start in zip(item["suffixes"], item["starts"], strict=True):
+            state.append(start)
+            action.append(len(item["prefix"]) + len(suffix) - start)
+    return statistics.mean(state), statistics.mean(action)
+
+
+# -- measurements ------------------------------------------------------------------------------------------------
+
+
+def tokens_per_state(batches: Sequence[Batch], n_states: int) -> float:
+    """Elements of input_ids (rows x padded length), summed over batches, per state."""
+    return sum(batch["input_ids"].numel() for batch in batches) / n_states
+
+
+@torch.no_grad()
+def all_logprobs(model: nn.Module, batches: Sequence[Batch], packed: bool) -> torch.Tensor:
+    """log pi(a | s) of every action of every batch, concatenated (a_total,), fp32."""
+    return torch.cat([policy_logprobs(model, batch, packed) for batch in batches])
+
+
+def max_logprob_diff(model: nn.Module, packed: Sequence[Batch], unpacked: Sequence[Batch]) -> float:
+    """Largest |packed - unpacked| per-action log-prob, in eval mode (the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    diff = (all_logprobs(model, packed, True) - all_logprobs(model, unpacked, False)).abs().max()
+    model.train(was_training)
+    return float(diff)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, packed: bool) -> None:
+    """One actor step on one micro-batch: log-probs, DAPO loss, backward, optimizer step, zero_grad."""
+    logprobs = policy_logprobs(model, batch, packed)  # (a,)
+    loss = dapo_loss(logprobs, batch["ref_logprobs"], batch["advantages"], batch["action_state"]).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+def time_pass(step: Callable[[Batch], None], batches: Sequence[Batch]) -> float:
+    """Seconds for one training step on every batch."""
+    start = time.perf_counter()
+    for batch in batches:
+        step(batch)
+    return time.perf_counter() - start
+
+
+def trainer(model: nn.Module, packed: bool, lr: float) -> Callable[[Batch], None]:
+    """A training step on a private copy of `model` (train mode) with its own AdamW."""
+    model = copy.deepcopy(model).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    return lambda batch: train_step(model, optimizer, batch, packed)
+
+
+def measure(model: nn.Module, batches: dict[str, list[Batch]], repeats: int, lr: float) -> dict[str, list[float]]:
+    """Seconds per pass over each mode's batches ("packed" or not), every mode from the same weights: one
+    warm-up pass each, then `repeats` rounds of one timed pass per mode, interleaved so that other load on the
+    machine hits both modes alike."""
+    steps = {name: trainer(model, name == "packed", lr) for name in batches}
+    for name, step in steps.items():
+        time_pass(step, batches[name])
+    seconds: dict[str, list[float]] = {name: [] for name in batches}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            seconds[name].append(time_pass(step, batches[name]))
+    return seconds
+
+
+# -- report ------------------------------------------------------------------------------------------------------
+
+
+def spread(values: Sequence[float]) -> float:
+    """Half the min-max range."""
+    return (max(values) - min(values)) / 2
+
+
+def metric_line(name: str, packed: str, unpacked: str, ratio: float) -> str:
+    """One table row: packed, unpacked and unpacked / packed."""
+    return f"{name:<17} packed {packed:<16} unpacked {unpacked:<16} ratio {ratio:.2f}x"
+
+
+def timing_text(ms: Sequence[float]) -> str:
+    """Median (± half the range)."""
+    return f"{statistics.median(ms):.1f} (± {spread(ms):.1f})"
+
+
+def print_header(args: argparse.Namespace, items: Sequence[ActorItem], n_batches: int, vocab: int) -> None:
+    """The machine and the workload."""
+    state_tokens, action_tokens = token_means(items)
+    n_actions = sum(len(item["suffixes"]) for item in items)
+    print(
+        f"machine: {os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"1-min load average {os.getloadavg()[0]:.2f} at start"
+    )
+    print(
+        f"workload: {args.problems} problems, {len(items)} states, {n_actions / len(items):.0f} actions per state, "
+        f"mean state tokens {state_tokens:.1f}, mean action tokens {action_tokens:.1f}"
+    )
+    print(
+        f"          {n_batches} micro-batches of {args.states_per_batch} state(s), "
+        f"model hidden {args.hidden_size} x {args.num_layers} layers, vocab {vocab}"
+    )
+
+
+def print_table(tokens: dict[str, float], ms: dict[str, list[float]], diff: float, repeats: int) -> None:
+    """tokens/state, step ms/state, their ratios, and the log-prob check."""
+    token_ratio = tokens["unpacked"] / tokens["packed"]
+    print(metric_line("tokens/state", f"{tokens['packed']:,.0f}", f"{tokens['unpacked']:,.0f}", token_ratio))
+    time_ratio = statistics.median(ms["unpacked"]) / statistics.median(ms["packed"])
+    print(metric_line("step ms/state", timing_text(ms["packed"]), timing_text(ms["unpacked"]), time_ratio))
+    print(f"logprob max |diff| {diff:.2e} (packed vs unpacked, per action, eval mode, fp32)")
+    print(f"(step: median of {repeats} passes after one warm-up, ± half the range; ratio = unpacked / packed)")
+
+
+def load_model(args: argparse.Namespace, task: ArithTask) -> tuple[nn.Module, Any]:
+    """The tiny Llama of `benchmarks.rollout_throughput` (fp32, train mode) and its tokenizer."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_model(task, Path(tmp) / "tiny", args)
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir)).float().train()
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    return model, tokenizer
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    hf_logging.disable_progress_bar()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    task = ArithTask(n_steps=args.n_steps, train_size=500, test_size=max(args.problems, 1), seed=0)
+    model, tokenizer = load_model(args, task)
+    pad_id = tokenizer.pad_token_id
+    items, _ = actor_items(action_rows(task, args.problems, args.actions, args.seed), tokenizer, max_length=4096)
+    batches = {"packed": micro_batches(items, args.states_per_batch, pad_id)}
+    batches["unpacked"] = [unpack_batch(batch, pad_id) for batch in batches["packed"]]
+    print_header(args, items, len(batches["packed"]), len(tokenizer))
+    diff = max_logprob_diff(model, batches["packed"], batches["unpacked"])
+    n_states = len(items)
+    tokens = {name: tokens_per_state(b, n_states) for name, b in batches.items()}
+    seconds = measure(model, batches, args.repeats, args.lr)
+    ms = {name: [1000 * s / n_states for s in values] for name, values in seconds.items()}
+    print_table(tokens, ms, diff, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
