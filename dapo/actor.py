@@ -29,8 +29,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from dapo.export import MODULE_KEY, module_class_path
 from dapo.losses import DapoLoss, dapo_loss
 from dapo.packing import Batch, unpack_batch
-from dapo.scoring import check_packing, policy_logprobs
+from dapo.scoring import check_packing, param_dtype, policy_logprobs
 
+RATIO_STATS = ("log_ratio_mean", "log_ratio_std", "sign_agreement", "kl_ref")  # what `log_ratio_stats` returns
 KL_EXP_CAP = 50.0  # log-ratios above this are capped inside exp() of the KL estimate (logging only)
 
 
@@ -77,7 +78,7 @@ class ActorModule(L.LightningModule):
         self.model: PreTrainedModel | None = None
         self.packed = True
         self._packing_checked = False
-        names = ("loss", *log_ratio_stats(torch.ones(1), torch.ones(1)))
+        names = ("loss", *RATIO_STATS)
         self.val_metrics = torch.nn.ModuleDict({name: MeanMetric() for name in names})  # synced across ranks
         self._train_advantages: list[torch.Tensor] = []
         self._val_log_ratios: list[torch.Tensor] = []
@@ -108,9 +109,8 @@ class ActorModule(L.LightningModule):
         assert self.model is not None, "configure_model() has not run"
         was_training = self.model.training
         self.model.eval()  # dropout off, so packed and unpacked see the same network
-        name = type(self.model).__name__
-        dtype = next(self.model.parameters()).dtype
-        self.packed = check_packing(self.action_logprobs, self.model.config.vocab_size, 0, dtype, name)
+        vocab, name = self.model.config.vocab_size, type(self.model).__name__
+        self.packed = check_packing(self.action_logprobs, vocab, 0, param_dtype(self.model), name)
         self.model.train(was_training)
         self._packing_checked = True
 

@@ -26,14 +26,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dapo.data_modules.featurize import state_group
 from dapo.models.value import ValueModel
+from dapo.padding import pad_id_of
 from dapo.records import Provenance, read_records, write_json, write_records
 from dapo.rollout import policy_fingerprint
-from dapo.scoring import check_packing, critic_values, policy_logprobs, score_groups
+from dapo.scoring import critic_values, policy_logprobs, score_with_model
 from dapo.steps import DEFAULT_DELIMITER, join_steps, split_steps
 
 PRODUCER = "dapo advantages"
@@ -141,19 +141,19 @@ def _critic_values(states: Sequence[_State], config: AdvantageConfig) -> tuple[l
     critic = ValueModel.from_pretrained(config.critic_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(config.critic_path)
     to_score = [sorted({c.action for c in s.cands if _needs_critic(c, config)}) for s in states]
-    groups = [(s.prefix, actions) for s, actions in zip(states, to_score, strict=True) if actions]
-    token_groups = [state_group(tokenizer, prefix, actions, [False] * len(actions)) for prefix, actions in groups]
-    pad_id = _pad_id(tokenizer)
-    vocab = critic.backbone.config.vocab_size
-    packed = check_packing(lambda b, p: critic_values(critic, b, p), vocab, pad_id, _param_dtype(critic), "critic")
+    groups = [
+        state_group(tokenizer, s.prefix, actions, [False] * len(actions))
+        for s, actions in zip(states, to_score, strict=True)
+        if actions
+    ]
     scored = iter(
-        score_groups(
-            token_groups,
-            lambda b, p: critic_values(critic, b, p),
-            pad_id=pad_id,
+        score_with_model(
+            critic,
+            lambda batch, packed: critic_values(critic, batch, packed),
+            groups,
+            vocab_size=critic.backbone.config.vocab_size,
+            pad_id=pad_id_of(tokenizer),
             max_tokens=config.max_tokens,
-            packed=packed,
-            device=next(critic.parameters()).device,
             desc="critic values",
         )
     )
@@ -172,27 +172,15 @@ def _reference_logprobs(groups: Sequence[tuple[str, list[ScoredAction]]], config
         state_group(tokenizer, prefix, [a.candidate.action for a in acts], [a.candidate.is_terminal for a in acts])
         for prefix, acts in groups
     ]
-    pad_id = _pad_id(tokenizer)
-    packed = check_packing(
-        lambda b, p: policy_logprobs(policy, b, p), policy.config.vocab_size, pad_id, _param_dtype(policy), "policy"
-    )
-    return score_groups(
+    return score_with_model(
+        policy,
+        lambda batch, packed: policy_logprobs(policy, batch, packed),
         token_groups,
-        lambda b, p: policy_logprobs(policy, b, p),
-        pad_id=pad_id,
+        vocab_size=policy.config.vocab_size,
+        pad_id=pad_id_of(tokenizer),
         max_tokens=config.max_tokens,
-        packed=packed,
-        device=next(policy.parameters()).device,
         desc="reference log-probs",
     )
-
-
-def _pad_id(tokenizer: Any) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
-def _param_dtype(model: torch.nn.Module) -> torch.dtype:
-    return next(model.parameters()).dtype
 
 
 def _action_row(state: _State, scored: ScoredAction, ref_logprob: float) -> dict[str, Any]:

@@ -28,20 +28,20 @@ log = logging.getLogger(__name__)
 PerAction = Callable[[Batch, bool], torch.Tensor]  # (batch, packed) -> (a,)
 
 
-def _dtype(model: nn.Module) -> torch.dtype:
+def param_dtype(model: nn.Module) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
 def policy_logprobs(model: nn.Module, batch: Batch, packed: bool) -> torch.Tensor:
     """log pi(a | s) of every action in `batch` (a,), fp32, summed over the action's tokens."""
-    logits = model(**model_inputs(batch, packed, _dtype(model))).logits  # (b, L, V)
+    logits = model(**model_inputs(batch, packed, param_dtype(model))).logits  # (b, L, V)
     tokens = gather_logprobs(logits, batch["logit_row"], batch["logit_pos"], batch["target_ids"])  # (n,)
     return sum_per_action(tokens, batch["token_action"], batch["action_row"].shape[0])
 
 
 def critic_values(model: ValueModel, batch: Batch, packed: bool) -> torch.Tensor:
     """V(s + a) of every action in `batch` (a,), fp32: the sigmoid of the value head at the action's last token."""
-    inputs = model_inputs(batch, packed, _dtype(model))
+    inputs = model_inputs(batch, packed, param_dtype(model))
     logits = model(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])  # (b, L)
     return torch.sigmoid(logits[batch["action_row"], batch["action_end"]].float())
 
@@ -80,3 +80,21 @@ def score_groups(
                 out[indices[state]].append(value)
             bar.update(len(indices))
     return out
+
+
+def score_with_model(
+    model: nn.Module,
+    per_action: PerAction,
+    groups: Sequence[TokenGroup],
+    *,
+    vocab_size: int,
+    pad_id: int,
+    max_tokens: int,
+    desc: str,
+) -> list[list[float]]:
+    """`score_groups` on `model`'s device, packed if the model passes the packing check (else unpacked)."""
+    packed = check_packing(per_action, vocab_size, pad_id, param_dtype(model), type(model).__name__)
+    device = next(model.parameters()).device
+    return score_groups(
+        groups, per_action, pad_id=pad_id, max_tokens=max_tokens, packed=packed, device=device, desc=desc
+    )

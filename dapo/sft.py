@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from dapo.padding import pad_right, right_mask
+from dapo.padding import pad_id_of, pad_right, right_mask
 from dapo.records import replace_dir
 
 IGNORE = -100  # label of positions without a loss (prompt and padding)
@@ -56,7 +56,7 @@ def supervised_finetune(
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
         rows = [sft_rows(tokenizer, prompt, solution) for prompt, solution in pairs]
         rng = random.Random(seed)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad = pad_id_of(tokenizer)
         for _ in (bar := tqdm(range(steps), desc="sft", unit="step", dynamic_ncols=True)):
             batch = [rows[i] for i in rng.sample(range(len(rows)), min(batch_size, len(rows)))]
             ids = [ids for ids, _ in batch]

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
 from dapo.packing import packed_length
+from dapo.padding import pad_id_of
 from dapo.records import read_records
 
 from .collate import collate_actor, collate_critic
@@ -84,8 +85,7 @@ class StepDataModule(L.LightningDataModule):
     @property
     def pad_id(self) -> int:
         """Padding id; any id works because padding is masked, so fall back to eos when there is no pad."""
-        pad = self.tokenizer.pad_token_id
-        return pad if pad is not None else self.tokenizer.eos_token_id
+        return pad_id_of(self.tokenizer)
 
     def _featurize(self, rows: list[dict[str, Any]], what: str) -> list[Any]:
         featurize = critic_items if self.mode == "critic" else actor_items

@@ -12,7 +12,7 @@ from builders import candidate_state_rows
 from lightning.pytorch.callbacks import ModelCheckpoint
 from transformers import AutoModelForCausalLM
 
-from dapo.actor import ActorModule, log_ratio_stats
+from dapo.actor import RATIO_STATS, ActorModule, log_ratio_stats
 from dapo.advantages import AdvantageConfig, run_advantages
 from dapo.data_modules import StepDataModule
 from dapo.export import export_checkpoint
@@ -137,6 +137,7 @@ def test_log_ratio_stats_by_hand():
     """r = [0.5, -0.5, 0, 1], A = [0.1, 0.2, 0, -0.3]: signs agree for action 0 only among A != 0 -> 1/3.
     KL estimate: mean of (e^r - 1) - r = mean([0.1487, 0.1065, 0, 0.7183]) = 0.2434."""
     stats = log_ratio_stats(torch.tensor([0.5, -0.5, 0.0, 1.0]), torch.tensor([0.1, 0.2, 0.0, -0.3]))
+    assert tuple(stats) == RATIO_STATS
     assert stats["sign_agreement"].item() == pytest.approx(1 / 3)
     assert stats["log_ratio_mean"].item() == pytest.approx(0.25)
     assert stats["log_ratio_std"].item() == pytest.approx(torch.tensor([0.5, -0.5, 0.0, 1.0]).std(unbiased=False))
