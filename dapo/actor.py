@@ -8,8 +8,9 @@ Each micro-batch holds whole states, each packed as one row (its tokens once, th
 pulls every action's log-ratio to A / beta. The reference log-probs come stored with the actions, so no
 reference model is in memory. Logged: the loss, the mean and spread of the log-ratio, the fraction of actions
 whose log-ratio has the sign of their advantage, an estimate of KL(pi_ref || pi_theta), and a histogram of
-advantages. At fit start the model is checked to honour the packing mask; if not, batches are unpacked into one
-padded row per action (and a warning says so).
+advantages. At fit start the actions' reference log-probs are checked to come from the policy the actor starts
+from (by weight hash), and the model to honour the packing mask; if it does not, batches are unpacked into one
+padded row per action (and a warning says so). The optimizer defaults to torch's AdamW (lr 1e-3): set the lr.
 Left out on purpose: a live reference model, clipping or importance ratios, co-training with the critic.
 
     dapo fit --config configs/actor.yaml
@@ -26,9 +27,12 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics import MeanMetric
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from dapo.data_modules import StepDataModule
 from dapo.export import MODULE_KEY, module_class_path
 from dapo.losses import DapoLoss, dapo_loss
 from dapo.packing import Batch, unpack_batch
+from dapo.records import read_provenance
+from dapo.rollout import policy_fingerprint
 from dapo.scoring import check_packing, param_dtype, policy_logprobs
 
 RATIO_STATS = ("log_ratio_mean", "log_ratio_std", "sign_agreement", "kl_ref")  # what `log_ratio_stats` returns
@@ -60,7 +64,7 @@ class ActorModule(L.LightningModule):
         beta: float = 0.01,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
-        check_packing: bool = True,
+        verify_packing: bool = True,
     ) -> None:
         """
         Args:
@@ -68,7 +72,7 @@ class ActorModule(L.LightningModule):
             beta: DAPO's temperature: the loss sets log-ratios to advantage / beta (paper: 0.01).
             optimizer: optimizer factory (the paper: lr 5e-7 for a 7B policy).
             lr_scheduler: optional scheduler factory, stepped every optimizer step.
-            check_packing: at fit start, verify the model honours the packing mask (else run unpacked).
+            verify_packing: at fit start, check that the model honours the packing mask (else run unpacked).
         """
         super().__init__()
         if beta <= 0:
@@ -85,7 +89,9 @@ class ActorModule(L.LightningModule):
 
     def configure_model(self) -> None:
         if self.model is None:  # idempotent: Lightning may call it again (resume, sharding)
-            self.model = AutoModelForCausalLM.from_pretrained(self.hparams["model_path"]).train()
+            # fp32 master weights whatever the checkpoint's dtype: the Trainer's `precision` handles mixed precision
+            path = self.hparams["model_path"]
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).train()
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())
@@ -104,7 +110,7 @@ class ActorModule(L.LightningModule):
         return policy_logprobs(self.model, batch, packed)
 
     def _check_packing(self) -> None:
-        if self._packing_checked or not self.hparams["check_packing"]:
+        if self._packing_checked or not self.hparams["verify_packing"]:
             return
         assert self.model is not None, "configure_model() has not run"
         was_training = self.model.training
@@ -114,7 +120,22 @@ class ActorModule(L.LightningModule):
         self.model.train(was_training)
         self._packing_checked = True
 
+    def _check_reference(self) -> None:
+        """The stored log pi_ref must come from the policy this actor starts from, or every log-ratio is off."""
+        data = self.trainer.datamodule  # type: ignore[attr-defined]
+        if not isinstance(data, StepDataModule) or data.mode != "actor":
+            return
+        made = read_provenance(data.hparams["train_path"])
+        ours = policy_fingerprint(self.hparams["model_path"])
+        if made.policy_hash is not None and made.policy_hash != ours:
+            raise ValueError(
+                f"{data.hparams['train_path']} holds reference log-probs of policy {made.policy_hash} "
+                f"({made.policy_path}), but the actor starts from {self.hparams['model_path']} ({ours}); "
+                "score the actions with the policy the actor starts from (advantages.policy_path = model_path)"
+            )
+
     def on_fit_start(self) -> None:
+        self._check_reference()
         self._check_packing()
 
     def on_validation_start(self) -> None:
@@ -136,8 +157,9 @@ class ActorModule(L.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         out, stats = self._loss(batch)
-        n_actions = batch["advantages"].shape[0]
-        for name, value in {"loss": out.loss, **stats}.items():
+        n_actions, n_states = batch["advantages"].shape[0], int(batch["action_state"].max()) + 1
+        self._val_metric("loss").update(out.loss, weight=n_states)  # the loss weighs states equally
+        for name, value in stats.items():
             self._val_metric(name).update(value, weight=n_actions)
         self._val_log_ratios.append(out.log_ratio.detach().cpu())
 

@@ -26,12 +26,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dapo.data_modules.featurize import state_group
 from dapo.models.value import ValueModel
 from dapo.padding import pad_id_of
-from dapo.records import Provenance, read_records, write_json, write_records
+from dapo.records import Provenance, read_provenance, read_records, write_json, write_records
 from dapo.rollout import policy_fingerprint
 from dapo.scoring import critic_values, policy_logprobs, score_with_model
 from dapo.steps import DEFAULT_DELIMITER, join_steps, split_steps
@@ -59,6 +60,8 @@ class AdvantageConfig:
     """Step delimiter (the one Stage A split solutions with)."""
     max_tokens: int = 8192
     """Packed tokens per forward pass when scoring."""
+    device: str | None = None
+    """Where the critic and the policy score ("cuda", "cpu", ...); None: the first GPU if there is one, else CPU."""
 
     def __post_init__(self) -> None:
         if self.min_gap < 0:
@@ -135,10 +138,14 @@ def _needs_critic(cand: Candidate, config: AdvantageConfig) -> bool:
     return not (cand.is_terminal and config.terminal_reward)
 
 
+def _device(config: AdvantageConfig) -> torch.device:
+    return torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def _critic_values(states: Sequence[_State], config: AdvantageConfig) -> tuple[list[list[float]], int]:
     """V(s + a) of every candidate (true reward where terminal and `terminal_reward`); unique pairs scored once."""
     assert config.critic_path is not None
-    critic = ValueModel.from_pretrained(config.critic_path).eval()
+    critic = ValueModel.from_pretrained(config.critic_path).to(_device(config)).eval()
     tokenizer = AutoTokenizer.from_pretrained(config.critic_path)
     to_score = [sorted({c.action for c in s.cands if _needs_critic(c, config)}) for s in states]
     groups = [
@@ -166,7 +173,7 @@ def _critic_values(states: Sequence[_State], config: AdvantageConfig) -> tuple[l
 
 def _reference_logprobs(groups: Sequence[tuple[str, list[ScoredAction]]], config: AdvantageConfig) -> list[list[float]]:
     """log pi_ref(a | s) of every kept action, tokenized exactly as the actor's data module will."""
-    policy = AutoModelForCausalLM.from_pretrained(config.policy_path).eval()
+    policy = AutoModelForCausalLM.from_pretrained(config.policy_path).to(_device(config)).eval()  # type: ignore[arg-type]
     tokenizer = AutoTokenizer.from_pretrained(config.policy_path)
     token_groups = [
         state_group(tokenizer, prefix, [a.candidate.action for a in acts], [a.candidate.is_terminal for a in acts])
@@ -199,9 +206,12 @@ def _action_row(state: _State, scored: ScoredAction, ref_logprob: float) -> dict
 
 
 def provenance_config(config: AdvantageConfig) -> dict[str, Any]:
-    """What the actions depend on: the settings and the weights of the critic and the reference policy."""
+    """What the actions depend on: the settings, the Stage A run that made the states (by its provenance), and
+    the weights of the critic and the reference policy. `device` only changes where the work runs."""
     assert config.critic_path is not None
-    return asdict(config) | {
+    states = read_provenance(config.states_path)
+    return {k: v for k, v in asdict(config).items() if k != "device"} | {
+        "states_made": {"policy_hash": states.policy_hash, "created": states.created},
         "critic_hash": policy_fingerprint(config.critic_path),
         "policy_hash": policy_fingerprint(config.policy_path),
     }

@@ -77,7 +77,9 @@ class CriticModule(L.LightningModule):
 
     def configure_model(self) -> None:
         if self.model is None:  # idempotent: Lightning may call it again (resume, sharding)
-            self.model = ValueModel.from_pretrained(self.hparams["model_path"]).train()  # HF loads in eval mode
+            # fp32 master weights whatever the checkpoint's dtype (the Trainer's `precision` does mixed precision);
+            # HF loads in eval mode
+            self.model = ValueModel.from_pretrained(self.hparams["model_path"], dtype=torch.float32).train()
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())

@@ -9,9 +9,10 @@ of round i + 1 continues from the critic of round i.
 Everything of round i lives in `out_dir/iter-NN/`: stage_a/, critic/ (tb, checkpoints, hf), stage_b/,
 actor/ (tb, checkpoints, hf). A stage is finished when its artifact is complete (Stage A's summary, the
 critic's `hf` export, Stage B's summary, the actor's `hf` export; each written atomically), so a rerun skips
-finished stages and restarts at the first unfinished one. `iteration.json` records the policy a round started
-from; a rerun refuses to continue a round that started from a different policy.
-Left out: resuming inside a fit (an unfinished fit restarts), running rounds in separate processes.
+finished stages and restarts at the first unfinished one. `iteration.json` records the policy and critic a
+round started from; a rerun refuses to continue a round that started from different ones.
+Left out: resuming inside a fit (an unfinished fit restarts), multi-process fits (the fits run in this process;
+launch `dapo fit` per stage for DDP/FSDP).
 
     dapo iterate --config configs/iterate.yaml [--config configs/debug.yaml]
 """
@@ -125,10 +126,11 @@ def _start_round(round_dir: Path, policy: str, critic_init: str) -> None:
     now = {"policy_path": policy, "policy_hash": policy_fingerprint(policy), "critic_init": critic_init}
     if record.exists():
         before = json.loads(record.read_text())
-        if before["policy_hash"] != now["policy_hash"]:
+        if (before["policy_hash"], before["critic_init"]) != (now["policy_hash"], critic_init):
             raise ValueError(
-                f"{round_dir} was started from policy {before['policy_hash']} ({before['policy_path']}), not "
-                f"{now['policy_hash']} ({policy}); use a new out_dir or remove {round_dir}"
+                f"{round_dir} was started from policy {before['policy_hash']} ({before['policy_path']}) and critic "
+                f"{before['critic_init']}, not {now['policy_hash']} ({policy}) and {critic_init}; use a new out_dir "
+                f"or remove {round_dir}"
             )
         return
     write_json(record, now)

@@ -64,7 +64,8 @@ def mean_per_state(per_action: torch.Tensor, action_state: torch.Tensor) -> torc
     """per_action (a,), action_state (a,) -> mean over states of the mean over each state's actions (scalar).
 
     Weighting every state equally (s ~ D, then a ~ uniform over its unique actions) makes the loss of a batch of
-    k states equal the mean of k one-state batches, so gradient accumulation matches larger batches exactly."""
+    k states equal the mean of k one-state batches, so accumulating micro-batches that hold equally many states
+    (e.g. one each) matches one larger batch exactly."""
     n_states = int(action_state.max()) + 1 if action_state.numel() else 0
     if n_states == 0:
         return per_action.sum() * 0.0

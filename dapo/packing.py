@@ -19,12 +19,15 @@ Shapes: b = rows, L = packed length, n = action tokens in the batch, a = actions
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import TypedDict
 
 import torch
 
 from dapo.padding import pad_right
+
+log = logging.getLogger(__name__)
 
 Batch = dict[str, torch.Tensor]
 
@@ -191,6 +194,7 @@ def packing_agrees(
         with torch.no_grad():
             together = per_action(packed, True).float()
             apart = per_action(unpack_batch(packed, pad_id), False).float()
-    except (RuntimeError, ValueError, TypeError):
+    except (RuntimeError, ValueError, TypeError) as error:  # e.g. a model that rejects 4D masks
+        log.warning("packed forward failed: %s", error)
         return False
     return bool(torch.allclose(together, apart, atol=atol, rtol=0.0))

@@ -20,6 +20,7 @@ paper). One run per `out_dir` at a time: stale temp folders there are removed on
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -156,7 +157,9 @@ def mc_value(rewards: Sequence[float]) -> float:
 
 
 def policy_fingerprint(path: str) -> str:
-    """First 16 hex digits of a sha256 over a model folder's config.json and *.safetensors (names, sizes, bytes)."""
+    """First 16 hex digits of a sha256 over a model folder's config.json and *.safetensors (names, sizes, bytes).
+
+    Reading multi-GB weights takes a while, so the result is cached per file list, sizes and modification times."""
     folder = Path(path)
     config = folder / "config.json"
     weights = sorted(folder.glob("*.safetensors"))
@@ -164,8 +167,15 @@ def policy_fingerprint(path: str) -> str:
         raise FileNotFoundError(f"{folder}: no config.json (not a Hugging Face model folder)")
     if not weights:
         raise FileNotFoundError(f"{folder}: no *.safetensors weights to fingerprint")
+    files = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in [config, *weights])
+    return _fingerprint(files)
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint(files: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for file in [config, *weights]:
+    for name, _, _ in files:
+        file = Path(name)
         digest.update(f"{file.name}\0{file.stat().st_size}\0".encode())
         with file.open("rb") as f:
             while chunk := f.read(1 << 20):

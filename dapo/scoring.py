@@ -21,7 +21,16 @@ from tqdm.auto import tqdm
 from dapo.data_modules.sampler import plan_batches
 from dapo.losses import gather_logprobs, sum_per_action
 from dapo.models.value import ValueModel
-from dapo.packing import Batch, TokenGroup, model_inputs, pack_groups, packed_length, packing_agrees, unpack_batch
+from dapo.packing import (
+    Batch,
+    TokenGroup,
+    model_inputs,
+    pack_groups,
+    packed_length,
+    packing_agrees,
+    unpack_batch,
+    unpacked_length,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +41,14 @@ def param_dtype(model: nn.Module) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
+def _on_device(batch: Batch, model: nn.Module) -> Batch:
+    device = next(model.parameters()).device
+    return {name: value.to(device) for name, value in batch.items()}
+
+
 def policy_logprobs(model: nn.Module, batch: Batch, packed: bool) -> torch.Tensor:
     """log pi(a | s) of every action in `batch` (a,), fp32, summed over the action's tokens."""
+    batch = _on_device(batch, model)
     logits = model(**model_inputs(batch, packed, param_dtype(model))).logits  # (b, L, V)
     tokens = gather_logprobs(logits, batch["logit_row"], batch["logit_pos"], batch["target_ids"])  # (n,)
     return sum_per_action(tokens, batch["token_action"], batch["action_row"].shape[0])
@@ -41,6 +56,7 @@ def policy_logprobs(model: nn.Module, batch: Batch, packed: bool) -> torch.Tenso
 
 def critic_values(model: ValueModel, batch: Batch, packed: bool) -> torch.Tensor:
     """V(s + a) of every action in `batch` (a,), fp32: the sigmoid of the value head at the action's last token."""
+    batch = _on_device(batch, model)
     inputs = model_inputs(batch, packed, param_dtype(model))
     logits = model(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])  # (b, L)
     return torch.sigmoid(logits[batch["action_row"], batch["action_end"]].float())
@@ -56,18 +72,12 @@ def check_packing(per_action: PerAction, vocab_size: int, pad_id: int, dtype: to
 
 
 def score_groups(
-    groups: Sequence[TokenGroup],
-    per_action: PerAction,
-    *,
-    pad_id: int,
-    max_tokens: int,
-    packed: bool,
-    device: torch.device,
-    desc: str,
+    groups: Sequence[TokenGroup], per_action: PerAction, *, pad_id: int, max_tokens: int, packed: bool, desc: str
 ) -> list[list[float]]:
-    """`per_action` over every action of every group, in packed batches of at most `max_tokens` tokens (a group
-    over budget goes alone). Returns one list per group, in the order of its actions."""
-    lengths = [packed_length(g) for g in groups]
+    """`per_action` over every action of every group, in batches of at most `max_tokens` tokens (a group over
+    budget goes alone; unpacked, a group costs one row per action). Returns one list per group, in the order of
+    its actions."""
+    lengths = [packed_length(g) if packed else unpacked_length(g) * len(g["suffixes"]) for g in groups]
     batches = plan_batches(lengths, [1] * len(groups), max_tokens, shuffle=False, bucket=True, seed=0)
     out: list[list[float]] = [[] for _ in groups]
     with torch.inference_mode(), tqdm(total=len(groups), desc=desc, unit="state", dynamic_ncols=True) as bar:
@@ -75,7 +85,7 @@ def score_groups(
             batch = pack_groups([groups[i] for i in indices], pad_id)
             if not packed:
                 batch = unpack_batch(batch, pad_id)
-            values = per_action({k: v.to(device) for k, v in batch.items()}, packed).cpu().tolist()  # (a,)
+            values = per_action(batch, packed).cpu().tolist()  # (a,)
             for state, value in zip(batch["action_state"].tolist(), values, strict=True):
                 out[indices[state]].append(value)
             bar.update(len(indices))
@@ -92,9 +102,6 @@ def score_with_model(
     max_tokens: int,
     desc: str,
 ) -> list[list[float]]:
-    """`score_groups` on `model`'s device, packed if the model passes the packing check (else unpacked)."""
+    """`score_groups`, packed if the model passes the packing check (else unpacked)."""
     packed = check_packing(per_action, vocab_size, pad_id, param_dtype(model), type(model).__name__)
-    device = next(model.parameters()).device
-    return score_groups(
-        groups, per_action, pad_id=pad_id, max_tokens=max_tokens, packed=packed, device=device, desc=desc
-    )
+    return score_groups(groups, per_action, pad_id=pad_id, max_tokens=max_tokens, packed=packed, desc=desc)
