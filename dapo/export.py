@@ -1,7 +1,9 @@
 """`dapo export`: turn a Lightning checkpoint of a CriticModule or ActorModule into a Hugging Face folder.
 
 The checkpoint records which module wrote it (`dapo_module`), so one command serves both. The folder is
-written to a temporary sibling and renamed into place: a kill leaves the old export or the new one.
+written to a temporary sibling and renamed into place: a kill leaves the old export or the new one. The module is
+rebuilt from its `model_path` (architecture and tokenizer) before the checkpoint's weights are loaded, so that
+folder must still exist.
 """
 
 from __future__ import annotations
