@@ -30,6 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from dapo.data_modules import StepDataModule
 from dapo.export import MODULE_KEY, module_class_path
 from dapo.losses import DapoLoss, dapo_loss
+from dapo.optim import injected_optimizers
 from dapo.packing import Batch, unpack_batch
 from dapo.records import read_provenance
 from dapo.rollout import policy_fingerprint
@@ -94,11 +95,7 @@ class ActorModule(L.LightningModule):
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).train()
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return injected_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory)
 
     def action_logprobs(self, batch: Batch, packed: bool | None = None) -> torch.Tensor:
         """log pi_theta(a | s) of every action in a packed batch (a,); unpacks it first if packing is off."""

@@ -25,6 +25,7 @@ from transformers import AutoTokenizer
 from dapo.export import MODULE_KEY, module_class_path
 from dapo.losses import ValueLossKind, gather_at, value_loss
 from dapo.models.value import ValueModel
+from dapo.optim import injected_optimizers
 from dapo.viz import reliability_figure, value_trace_markdown
 
 
@@ -82,11 +83,7 @@ class CriticModule(L.LightningModule):
             self.model = ValueModel.from_pretrained(self.hparams["model_path"], dtype=torch.float32).train()
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return injected_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory)
 
     def boundary_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Value logits at every step boundary (b, n)."""

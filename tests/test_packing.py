@@ -67,16 +67,9 @@ def test_unpack_batch_gives_one_row_per_action():
     assert rows["action_end"].tolist() == [4, 2]
 
 
-def _llama() -> torch.nn.Module:
-    config = LlamaConfig(
-        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64,
-    )  # fmt: skip
-    return AutoModelForCausalLM.from_config(config)
-
-
-def _qwen2() -> torch.nn.Module:
-    config = Qwen2Config(
+def _model(config_class: type) -> torch.nn.Module:
+    """A 2-layer model of a transformers architecture (grouped-query attention), random weights."""
+    config = config_class(
         vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=64,
     )  # fmt: skip
@@ -96,10 +89,10 @@ def _plain_logprob(model: torch.nn.Module, row: list[int], start: int) -> float:
     return float(logp[start - 1 :].sum())
 
 
-@pytest.mark.parametrize("build", [_llama, _qwen2], ids=["llama", "qwen2"])
-def test_packed_logprobs_equal_one_plain_forward_per_action(build):
+@pytest.mark.parametrize("config_class", [LlamaConfig, Qwen2Config], ids=["llama", "qwen2"])
+def test_packed_logprobs_equal_one_plain_forward_per_action(config_class):
     torch.manual_seed(0)
-    model = build().eval()
+    model = _model(config_class).eval()
     generator = torch.Generator().manual_seed(1)
     groups = []
     for prefix_len, action_lens in [(7, [3, 1, 5, 2]), (4, [6, 2])]:
@@ -122,7 +115,7 @@ def test_packed_logprobs_equal_one_plain_forward_per_action(build):
 
 
 def test_packing_probe_catches_a_model_that_ignores_the_mask():
-    model = _llama().eval()
+    model = _model(LlamaConfig).eval()
 
     def ignores_mask(batch: dict, packed: bool) -> torch.Tensor:
         plain = {**batch, "segment_ids": batch["segment_ids"].clamp(max=0)}  # everything looks like prefix
