@@ -103,7 +103,6 @@ class ActorModule(L.LightningModule):
         packed = self.packed if packed is None else packed
         if not packed and (batch["segment_ids"] > 1).any():
             batch = unpack_batch(batch, pad_id=0)  # any id: padding is masked
-        batch = {name: value.to(self.device) for name, value in batch.items()}
         return policy_logprobs(self.model, batch, packed)
 
     def _check_packing(self) -> None:
