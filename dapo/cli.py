@@ -7,6 +7,7 @@
                                                Stage B: candidate advantages and reference log-probs
     dapo problems --out DIR ...                write a `problems` dataset from a task
     dapo iterate --config configs/iterate.yaml N rounds of Stage A, critic, advantages, actor (resumable)
+    dapo demo --out runs/demo                  the embedded demo: start policy, DAPO, RFT baseline, report
     dapo tiny-model --out DIR ...              build a tiny random Llama + BPE tokenizer for a task
     dapo export --ckpt CKPT --out DIR          write a trained critic or actor as a Hugging Face folder
 
@@ -22,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dapo.commands import advantages, make_problems, make_tiny_model, rollout
+from dapo.demo import demo
 from dapo.export import export_checkpoint
 from dapo.iterate import iterate
 
@@ -30,6 +32,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "rollout": rollout,
     "advantages": advantages,
     "iterate": iterate,
+    "demo": demo,
     "problems": make_problems,
     "tiny-model": make_tiny_model,
     "export": export_checkpoint,

@@ -136,6 +136,28 @@ def _start_round(round_dir: Path, policy: str, critic_init: str) -> None:
     write_json(record, now)
 
 
+def fit_overlay(
+    trainer: Config | None = None,
+    data: Config | None = None,
+    stage_a: Config | None = None,
+    advantages: Config | None = None,
+    seed: int | None = None,
+) -> Config:
+    """What `iterate` merges into both fit configs (see its arguments)."""
+    overlay = {"trainer": trainer or {}, "data": data or {}, "stage_a": stage_a or {}, "advantages": advantages or {}}
+    if seed is not None:
+        overlay = deep_merge(overlay, {"seed_everything": seed, "stage_a": {"rollout": {"seed": seed}}})
+    return overlay
+
+
+def _record_seconds(round_dir: Path, stage: str, seconds: float) -> None:
+    """Add a finished fit's wall time to the round's iteration.json (under "seconds")."""
+    record = round_dir / "iteration.json"
+    data = json.loads(record.read_text())
+    data.setdefault("seconds", {})[stage] = seconds
+    write_json(record, data)
+
+
 def iterate(
     policy_path: str,
     out_dir: str,
@@ -147,6 +169,7 @@ def iterate(
     data: Config | None = None,
     stage_a: Config | None = None,
     advantages: Config | None = None,
+    seed: int | None = None,
 ) -> Path:
     """Run DAPO for several rounds (Stage A, critic, advantages, actor), resuming at the first unfinished stage.
 
@@ -161,10 +184,11 @@ def iterate(
         data: overlay merged into both fits' `data` section.
         stage_a: overlay merged into the critic fit's `stage_a` section.
         advantages: overlay merged into the actor fit's `advantages` section.
+        seed: if set, both fits' `seed_everything` and Stage A's sampling seed (None: as the configs say).
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    overlay = {"trainer": trainer or {}, "data": data or {}, "stage_a": stage_a or {}, "advantages": advantages or {}}
+    overlay = fit_overlay(trainer, data, stage_a, advantages, seed)
     critic_base = load_config(critic_config, [overlay])
     actor_base = load_config(actor_config, [overlay])
     policy, critic = policy_path, critic_init or policy_path
@@ -176,11 +200,13 @@ def iterate(
             log.info("round %d: critic finished (%s), skipping Stage A and critic", i, critic_hf)
         else:
             seconds = run_fit(critic_fit(critic_base, round_dir, policy, critic), critic_hf)
+            _record_seconds(round_dir, "critic_fit", seconds)
             log.info("round %d: Stage A + critic took %.1f s", i, seconds)
         if actor_hf.exists():
             log.info("round %d: actor finished (%s), skipping advantages and actor", i, actor_hf)
         else:
             seconds = run_fit(actor_fit(actor_base, round_dir, policy, str(critic_hf)), actor_hf)
+            _record_seconds(round_dir, "actor_fit", seconds)
             log.info("round %d: advantages + actor took %.1f s", i, seconds)
         policy, critic = str(actor_hf), str(critic_hf)
     print(f"dapo iterate: {iterations} round(s) done; final policy {policy}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -44,9 +44,11 @@ def supervised_finetune(
     batch_size: int = 32,
     lr: float = 3e-3,
     seed: int = 0,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> Path:
     """Fine-tune the causal LM at `model_path` on (prompt, solution) pairs for `steps` AdamW steps; write the
-    result (model + tokenizer) to `out` atomically. `out` may equal `model_path`."""
+    result (model + tokenizer) to `out` atomically. `out` may equal `model_path`. `on_step(step, loss)` is called
+    after every step (e.g. to log the loss curve to TensorBoard)."""
     if steps < 1 or not pairs:
         raise ValueError(f"need steps >= 1 and at least one pair, got steps={steps} and {len(pairs)} pairs")
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
@@ -57,7 +59,7 @@ def supervised_finetune(
         rows = [sft_rows(tokenizer, prompt, solution) for prompt, solution in pairs]
         rng = random.Random(seed)
         pad = pad_id_of(tokenizer)
-        for _ in (bar := tqdm(range(steps), desc="sft", unit="step", dynamic_ncols=True)):
+        for step in (bar := tqdm(range(1, steps + 1), desc="sft", unit="step", dynamic_ncols=True)):
             batch = [rows[i] for i in rng.sample(range(len(rows)), min(batch_size, len(rows)))]
             ids = [ids for ids, _ in batch]
             labels = pad_right([labels for _, labels in batch], IGNORE)  # (b, s)
@@ -66,6 +68,8 @@ def supervised_finetune(
             optimizer.step()
             optimizer.zero_grad()
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            if on_step is not None:
+                on_step(step, loss.item())
     out = Path(out)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dapo.tasks.arith import ArithTask, canonical_key, inject_mistake, parse_answer, split_of
+from dapo.tasks.arith import (
+    ArithTask,
+    canonical_key,
+    carry_slip,
+    inject_mistake,
+    parse_answer,
+    slip_carries,
+    split_of,
+)
 from dapo.tasks.base import Example, Task
 
 STEP_RE = re.compile(r"^(-?\d+) ([+\-*]) (\d+) = (-?\d+)$")
@@ -355,3 +363,48 @@ def test_score_takes_last_answer(prefix: str, answer: int) -> None:
 @given(response=st.binary().map(lambda b: b.decode("utf-8", errors="replace")))
 def test_score_never_raises_on_decoded_bytes(response: str) -> None:
     assert ArithTask().score(EXAMPLE, response) in (0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "op", "n", "shift"),
+    [
+        (19, "+", 5, -10),  # 9 + 5 carries: forgetting it writes 14
+        (15, "+", 5, -10),  # ones digits sum to exactly 10
+        (20, "+", 5, 0),
+        (23, "-", 7, 10),  # 3 < 7 borrows: forgetting it writes 26
+        (25, "-", 5, 0),
+        (7, "-", 7, 0),
+        (9, "*", 9, 0),  # multiplication never slips
+    ],
+)
+def test_carry_slip_by_hand(value: int, op: str, n: int, shift: int) -> None:
+    assert carry_slip(value, op, n) == shift
+
+
+def test_slip_carries_always_and_never() -> None:
+    e = {"start": 19, "operations": [["+", 5], ["-", 7], ["*", 2]], "answer": "34"}
+    # 19 + 5 = 24 slips to 14; 14 - 7 = 7 borrows and slips to 17; 17 * 2 = 34 goes on from the written value.
+    # The two slips cancel, so the answer is right although two steps are wrong: the grader sees only the answer.
+    slipped = slip_carries(e, 1.0, random.Random(0))
+    assert slipped == "19 + 5 = 14\n14 - 7 = 17\n17 * 2 = 34\nAnswer: 34"
+    assert slip_carries(e, 0.0, random.Random(0)) == ArithTask().reference_solution(e)
+
+
+def test_slip_carries_rate_is_the_share_of_slipped_carries(default_splits: dict[str, list[Example]]) -> None:
+    """Over many problems, the first carry or borrow of each solution slips at about the given rate."""
+    rng, slipped, carries = random.Random(0), 0, 0
+    for e in default_splits["train"][:2000]:
+        value = int(e["start"])
+        for i, (op, n) in enumerate(e["operations"]):
+            if carry_slip(value, op, n):
+                line = slip_carries(e, 0.6, rng).split("\n")[i]
+                carries += 1
+                slipped += not line.endswith(f"= {value + n if op == '+' else value - n}")
+                break
+            value = value + n if op == "+" else value - n if op == "-" else value * n
+    assert carries > 500 and abs(slipped / carries - 0.6) < 0.05
+
+
+def test_slip_carries_rejects_a_bad_rate() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        slip_carries({"start": 1, "operations": [["+", 1]]}, 1.5, random.Random(0))

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM
 
@@ -21,13 +22,17 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def test_help_lists_commands(capsys):
     cli_main(["--help"])
     out = capsys.readouterr().out
-    for command in ("fit", "validate", "rollout", "advantages", "iterate", "problems", "tiny-model", "export"):
+    for command in ("fit", "validate", "rollout", "advantages", "iterate", "demo", "problems", "tiny-model", "export"):
         assert f"  {command} " in out
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name != "debug.yaml"))
+CONFIG_FILES = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml") if p.name != "debug.yaml")
+
+
+@pytest.mark.parametrize("config", CONFIG_FILES)
 def test_every_config_parses(config, capsys):
-    """Each config opens with the command that runs it; that command parses it (with the debug overlay)."""
+    """Each config opens with the command that runs it; that command parses it (with the debug overlay), and
+    every top-level key of the file is in the parsed configuration."""
     header = (CONFIGS / config).read_text().splitlines()[0].split()
     assert header[:2] == ["#", "dapo"] and f"configs/{config}" in header, header
     command = header[2]
@@ -35,7 +40,8 @@ def test_every_config_parses(config, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli_main([command, "--config", str(CONFIGS / config), *overlay, "--print_config"])
     assert exit_info.value.code == 0
-    assert "policy_path" in capsys.readouterr().out
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert set(yaml.safe_load((CONFIGS / config).read_text())) <= set(printed)
 
 
 def _tags(log_dir: Path) -> dict[str, list[str]]:

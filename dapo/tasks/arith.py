@@ -6,8 +6,9 @@ That needs problems with
   * a terse, regular text format a tiny model can learn ("5 + 3 = 8" per line, then "Answer: 8"),
   * one reasoning step per line, so the default "\\n" step delimiter gives meaningful steps,
   * an exact, pure grader (integer comparison of the last "Answer: N"),
-  * a controllable way to fail at an identifiable step (`inject_mistake`), to warm-start a policy that is wrong
-    sometimes and whose failures step-level credit assignment can localise.
+  * controllable ways to fail at an identifiable step (`inject_mistake`: one random wrong result; `slip_carries`:
+    the habit of forgetting carries and borrows), to warm-start a policy that is wrong sometimes and whose failures
+    step-level credit assignment can localise.
 
 Problems are generated, not downloaded: deterministic by seed, no network. Train and test are disjoint by
 construction: every candidate problem is assigned to a split by a stable hash (sha256) of its canonical content
@@ -20,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,13 +67,18 @@ def split_of(start: int, operations: Sequence[Sequence[Any]]) -> str:
     return "test" if int(digest[:8], 16) % TEST_BUCKETS == 0 else "train"
 
 
-def _solution_lines(start: int, operations: Sequence[Sequence[Any]], wrong: tuple[int, int] | None = None) -> str:
-    """Worked solution; `wrong=(i, delta)` shifts step i's result by delta and carries it on consistently."""
+StepShift = Callable[[int, int, str, int], int]
+"""(step index, value before the step, operator, operand) -> how far the written result is off (0 = right)."""
+
+
+def _solution_lines(start: int, operations: Sequence[Sequence[Any]], shift: StepShift | None = None) -> str:
+    """Worked solution; `shift` puts a wrong result on chosen steps, and every later step carries it on
+    consistently (it is computed from the written, wrong value)."""
     lines, value = [], start
     for i, (op, n) in enumerate(operations):
         result = apply_op(value, op, int(n))
-        if wrong is not None and i == wrong[0]:
-            result += wrong[1]
+        if shift is not None:
+            result += shift(i, value, op, int(n))
         lines.append(f"{value} {op} {int(n)} = {result}")
         value = result
     lines.append(f"Answer: {value}")
@@ -90,7 +96,33 @@ def inject_mistake(example: Example, step_index: int, rng: random.Random) -> str
     for op, n in operations[: step_index + 1]:
         value = apply_op(value, op, int(n))
     delta = rng.choice([d for d in MISTAKE_DELTAS if value + d >= 0])
-    return _solution_lines(start, operations, wrong=(step_index, delta))
+    return _solution_lines(start, operations, lambda i, *_: delta if i == step_index else 0)
+
+
+def carry_slip(value: int, op: str, n: int) -> int:
+    """How far a result is off when the carry (of "+") or the borrow (of "-") is forgotten: -10 for an addition
+    whose ones digits sum to 10 or more (19 + 5 = 14), +10 for a subtraction whose ones digit is too small
+    (23 - 7 = 26), 0 when the step has no carry or borrow (or is a multiplication)."""
+    if op == "+" and value % 10 + n % 10 >= 10:
+        return -10
+    if op == "-" and value % 10 < n % 10 and value >= n:
+        return 10
+    return 0
+
+
+def slip_carries(example: Example, rate: float, rng: random.Random) -> str:
+    """A worked solution in which every step that needs a carry or a borrow forgets it with probability `rate`
+    (a systematic habit, unlike `inject_mistake`'s one random error): a policy fine-tuned on such solutions with
+    rate > 0.5 drops carries when decoding greedily, yet still samples the right step sometimes, so its failures
+    start at identifiable steps that step-level credit assignment can find. Later steps carry the slip on."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must be in [0, 1], got {rate}")
+
+    def shift(i: int, value: int, op: str, n: int) -> int:
+        slip = carry_slip(value, op, n)
+        return slip if slip and rng.random() < rate else 0
+
+    return _solution_lines(int(example["start"]), example["operations"], shift)
 
 
 def parse_answer(response: str) -> int | None:

@@ -1,0 +1,113 @@
+"""`dapo demo` shortened end to end: every artifact, a well-formed report, TensorBoard logs, and a rerun that
+resumes instead of retraining. (Accuracies are not asserted: a few seconds of training decide nothing.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dapo.cli import cli_main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SFT_STEPS = 200
+SHORT = {
+    # one-step additions of small numbers, so that a tiny policy trained for seconds already solves some
+    "task": {"n_steps": 1, "ops": "+-", "train_size": 100, "test_size": 8},
+    "start": {"hidden_size": 64, "num_layers": 2, "sft_steps": SFT_STEPS, "batch_size": 32},
+    "evaluation": {"limit": 8, "max_new_tokens": 16},
+}
+
+
+def _scalars(run_dir: Path) -> dict[str, list[float]]:
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def _check_policy_entry(entry: dict) -> None:
+    low, high = entry["ci95"]
+    assert 0.0 <= low <= entry["accuracy"] <= high <= 1.0
+    assert (Path(entry["path"]) / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_shortened_demo_end_to_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("configs").symlink_to(CONFIGS)
+    Path("short.yaml").write_text(yaml.safe_dump(SHORT))
+    args = ["demo", "--config", "short.yaml", "--out", "out", "--seed", "1", "--fit_overlays", "[configs/debug.yaml]"]
+    cli_main(args)
+    out = Path("out")
+
+    round_dir = out / "iterate" / "iter-01"
+    for artifact in (
+        "policy/model.safetensors",
+        "iterate/iter-01/stage_a/summary.json",
+        "iterate/iter-01/critic/hf/value_head.safetensors",
+        "iterate/iter-01/stage_b/summary.json",
+        "iterate/iter-01/actor/hf/model.safetensors",
+        "baseline/hf/model.safetensors",
+        "baseline/summary.json",
+        "timings.json",
+    ):
+        assert (out / artifact).is_file(), artifact
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "arith" and report["test_problems"] == 8 and report["seed"] == 1
+    for name in ("start", "baseline", "dapo"):
+        _check_policy_entry(report[name])
+    assert report["dapo"]["iterations"] == 1 and report["dapo"]["rounds"] == [report["dapo"]["accuracy"]]
+    for key, (before, after) in {
+        "dapo_minus_start": ("start", "dapo"),
+        "baseline_minus_start": ("start", "baseline"),
+        "dapo_minus_baseline": ("baseline", "dapo"),
+    }.items():
+        diff = report[key]["difference"]
+        assert diff == pytest.approx(report[after]["accuracy"] - report[before]["accuracy"])
+        assert report[key]["ci95"][0] <= diff <= report[key]["ci95"][1]
+    baseline = report["baseline"]
+    assert baseline["actor_tokens"] > 0 and baseline["solutions"] > 0, "the tiny policy sampled no correct solution"
+    assert baseline["steps"] >= 1 and baseline["tokens"] >= baseline["actor_tokens"]
+    stages = ["start_policy", "stage_a", "critic", "stage_b", "actor", "baseline", "evaluation"]
+    assert list(report["stages"]) == stages and all(s >= 0 for s in report["stages"].values())
+    assert report["seconds"] == pytest.approx(sum(report["stages"].values()))
+
+    printed = capsys.readouterr().out
+    for line in ("start policy", "RFT baseline", "DAPO (1 round)", "DAPO - start", "total"):
+        assert line in printed, line
+
+    start_logs = _scalars(out / "tb" / "start_policy")
+    assert len(start_logs["sft/loss"]) == SFT_STEPS and start_logs["eval/accuracy"] == [report["start"]["accuracy"]]
+    assert _scalars(out / "tb" / "dapo")["eval/accuracy"] == [pytest.approx(report["dapo"]["accuracy"])]
+    assert "sft/loss" in _scalars(out / "tb" / "baseline")
+    assert "val/outcome_ece" in _scalars(next((round_dir / "critic" / "tb").glob("version_*")))
+    assert "train/sign_agreement" in _scalars(next((round_dir / "actor" / "tb").glob("version_*")))
+
+    # a rerun trains nothing again: same weights on disk, same recorded stage times, same accuracies
+    weights = [
+        out / "policy/model.safetensors",
+        out / "baseline/hf/model.safetensors",
+        round_dir / "actor/hf/model.safetensors",
+    ]
+    mtimes = [p.stat().st_mtime_ns for p in weights]
+    cli_main(args)
+    assert [p.stat().st_mtime_ns for p in weights] == mtimes
+    again = json.loads((out / "report.json").read_text())
+    assert {k: again["stages"][k] for k in stages[:-1]} == {k: report["stages"][k] for k in stages[:-1]}
+    assert [again[k]["accuracy"] for k in ("start", "baseline", "dapo")] == [
+        report[k]["accuracy"] for k in ("start", "baseline", "dapo")
+    ]
+    # resuming with other settings would silently reuse the old start policy and baseline: refused
+    with pytest.raises(ValueError, match="seed differ"):
+        cli_main([*args[:6], "2", *args[7:]])
+
+
+def test_demo_names_a_missing_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("short.yaml").write_text(yaml.safe_dump(SHORT))
+    with pytest.raises(FileNotFoundError, match=r"configs/demo/iterate\.yaml not found"):
+        cli_main(["demo", "--config", "short.yaml", "--out", "out"])
