@@ -3,12 +3,15 @@ by jsonargparse)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from dapo.advantages import AdvantageConfig
 from dapo.callbacks.step_advantages import ensure_actions
 from dapo.callbacks.step_value_rollout import StageA, ensure_states
 from dapo.tasks import ArithTask, write_problems
+from dapo.tasks.base import Example, Task
 
 
 def make_problems(out: str, task: ArithTask | None = None, split: str = "train", limit: int | None = None) -> Path:
@@ -23,6 +26,15 @@ def make_problems(out: str, task: ArithTask | None = None, split: str = "train",
     path = write_problems(task or ArithTask(), out, split, limit)
     print(f"wrote problems to {path}")
     return path
+
+
+def tiny_model_for_task(out: str | Path, examples: Sequence[Example], task: Task, **build_args: Any) -> Path:
+    """A random tiny Llama whose BPE tokenizer is trained on the examples' prompts and reference solutions;
+    `build_args` go to build_tiny_model (sizes, seed, overwrite)."""
+    from dapo.models import build_tiny_model
+
+    texts = [task.prompt(ex) + (task.reference_solution(ex) or "") for ex in examples]
+    return build_tiny_model(out, texts, **build_args)
 
 
 def make_tiny_model(
@@ -50,21 +62,10 @@ def make_tiny_model(
         sft_steps: if > 0, fine-tune on the task's reference solutions for this many steps (a starting policy
             that writes solutions in the task's format; 0 leaves the weights random).
     """
-    from dapo.models import build_tiny_model
-
     task = task or ArithTask()
     examples = task.load("train")
-    texts = [task.prompt(ex) + (task.reference_solution(ex) or "") for ex in examples]
-    path = build_tiny_model(
-        out,
-        texts,
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        seed=seed,
-        overwrite=overwrite,
-    )
+    sizes = {"vocab_size": vocab_size, "hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads}
+    path = tiny_model_for_task(out, examples, task, **sizes, seed=seed, overwrite=overwrite)
     if sft_steps > 0:
         from dapo.sft import supervised_finetune
 

@@ -27,11 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dapo.baseline import actor_train_tokens, correct_solutions, rejection_finetune
 from dapo.evaluation import EvalResult, evaluate_policy, paired_difference_ci95
-from dapo.iterate import deep_merge, fit_overlay, iterate, load_config
+from dapo.iterate import actor_fit, fit_overlay, iterate, load_config
 from dapo.records import write_json
 from dapo.tasks.arith import ArithTask, slip_carries
 
@@ -151,9 +149,9 @@ def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
     if not record.exists():
         write_json(record, settings)
         return
-    before = json.loads(record.read_text())
-    if before != json.loads(json.dumps(settings)):
-        changed = sorted(key for key in settings if before.get(key) != json.loads(json.dumps(settings[key])))
+    before, now = json.loads(record.read_text()), json.loads(json.dumps(settings))  # as JSON stores it
+    if before != now:
+        changed = sorted(key for key in now if before.get(key) != now[key])
         raise ValueError(
             f"{out_dir} holds a demo run with other settings ({', '.join(changed)} differ, see {record}); "
             "use another --out or remove that folder"
@@ -164,22 +162,18 @@ def train_start_policy(task: ArithTask, settings: StartPolicy, out: Path, seed: 
     """A tiny Llama (BPE tokenizer from the task's texts) fine-tuned on carry-slipping solutions, written to `out`."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from dapo.models import build_tiny_model
+    from dapo.commands import tiny_model_for_task
     from dapo.sft import supervised_finetune
 
     examples = task.load("train")
-    texts = [task.prompt(ex) + (task.reference_solution(ex) or "") for ex in examples]
     base = out.parent / f".{out.name}.base"
-    build_tiny_model(
-        base,
-        texts,
-        vocab_size=settings.vocab_size,
-        hidden_size=settings.hidden_size,
-        num_layers=settings.num_layers,
-        num_heads=settings.num_heads,
-        seed=seed,
-        overwrite=True,
-    )
+    sizes = {
+        "vocab_size": settings.vocab_size,
+        "hidden_size": settings.hidden_size,
+        "num_layers": settings.num_layers,
+        "num_heads": settings.num_heads,
+    }
+    tiny_model_for_task(base, examples, task, **sizes, seed=seed, overwrite=True)
     rng = random.Random(f"slip-{seed}")
     pairs = [(task.prompt(ex), slip_carries(ex, settings.slip_rate, rng)) for ex in examples]
     with contextlib.closing(SummaryWriter(str(tb_dir))) as writer:
@@ -231,10 +225,8 @@ def _iterate_plan(iterate_config: str, fit_overlays: list[str], seed: int) -> di
     for path in [iterate_config, *fit_overlays]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path} not found: run `dapo demo` from the repository root or pass its path")
-    config = yaml.safe_load(Path(iterate_config).read_text()) or {}
-    for overlay_path in fit_overlays:
-        overlay = yaml.safe_load(Path(overlay_path).read_text()) or {}
-        config = deep_merge(config, {key: overlay[key] for key in FIT_SECTIONS if key in overlay})
+    overlays = [load_config(path, []) for path in fit_overlays]
+    config = load_config(iterate_config, [{key: o[key] for key in FIT_SECTIONS if key in o} for o in overlays])
     config.pop("policy_path", None)
     config.pop("out_dir", None)
     return {"iterations": 2, **config, "seed": seed}  # 2: iterate's default
@@ -245,10 +237,10 @@ def _actor_tokens(plan: dict[str, Any], round_dir: Path) -> int:
     from dapo.data_modules import StepDataModule
 
     sections = {key: plan.get(key) for key in FIT_SECTIONS}
-    config = load_config(plan.get("actor_config", "configs/actor.yaml"), [fit_overlay(**sections)])
-    data = {k: v for k, v in config.get("data", {}).items() if k not in ("mode", "train_path", "tokenizer")}
+    base = load_config(plan.get("actor_config", "configs/actor.yaml"), [fit_overlay(**sections)])
     policy = json.loads((round_dir / "iteration.json").read_text())["policy_path"]
-    module = StepDataModule(mode="actor", train_path=str(round_dir / "stage_b" / "actions"), tokenizer=policy, **data)
+    config = actor_fit(base, round_dir, policy, critic="")  # the round's actor fit, as iterate ran it
+    module = StepDataModule(**{**config["data"], "mode": "actor", "tokenizer": policy})
     return actor_train_tokens(module, int(config.get("trainer", {}).get("max_epochs") or 1))
 
 
