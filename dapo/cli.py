@@ -8,6 +8,7 @@
     dapo problems --out DIR ...                write a `problems` dataset from a task
     dapo iterate --config configs/iterate.yaml N rounds of Stage A, critic, advantages, actor (resumable)
     dapo demo --out runs/demo                  the embedded demo: start policy, DAPO, RFT baseline, report
+    dapo evaluate --model DIR --task NAME      a policy on a benchmark: summary.json + examples.jsonl
     dapo tiny-model --out DIR ...              build a tiny random Llama + BPE tokenizer for a task
     dapo export --ckpt CKPT --out DIR          write a trained critic or actor as a Hugging Face folder
 
@@ -22,6 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dapo.benchmark import evaluate
 from dapo.commands import advantages, make_problems, make_tiny_model, rollout
 from dapo.demo import demo
 from dapo.export import export_checkpoint
@@ -33,6 +35,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "advantages": advantages,
     "iterate": iterate,
     "demo": demo,
+    "evaluate": evaluate,
     "problems": make_problems,
     "tiny-model": make_tiny_model,
     "export": export_checkpoint,

@@ -1,9 +1,11 @@
-"""Evaluate a policy on a task split, greedy by default, and compare two policies with a paired interval.
+"""Evaluate a policy on a task split (greedy by default, or n samples per problem for pass@k), and compare two
+policies with a paired interval.
 
-`evaluate_policy` generates one response per problem (temperature 0 unless told otherwise), scores it with the
-task's pure `score`, and returns per-problem scores, so two policies evaluated on the same problems can be
-compared pairwise: `paired_difference_ci95` gives the 95% interval of the mean difference, which is much
-tighter than comparing two independent intervals when the policies agree on most problems.
+`evaluate_policy` generates responses, scores each with the task's pure `score` (in a thread pool, since code
+tasks spend their time waiting on sandbox processes) and keeps per-problem scores, so two policies evaluated on
+the same problems can be compared pairwise: `paired_difference_ci95` gives the 95% interval of the mean
+difference, which is much tighter than comparing two independent intervals when the policies agree on most
+problems. With n samples per problem, `EvalResult.pass_at(k)` is the unbiased pass@k estimate.
 
     result = evaluate_policy(HFGenerator.from_pretrained("runs/arith/policy"), ArithTask(), "test", limit=500)
 """
@@ -11,35 +13,65 @@ tighter than comparing two independent intervals when the policies agree on most
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dapo.sampling import Generator, SamplingParams
-from dapo.tasks.base import Task
+from dapo.tasks.base import Example, Task
 
 Z95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
+PROBLEMS_PER_CALL = 16  # prompts per generate call: the unit of progress (and of sampling seeds)
 
 
 @dataclass
 class EvalResult:
-    """Scores of one policy on the first `n` problems of a task split."""
+    """Scores of one policy on a task's problems: `sample_scores[i][j]` is sample j of problem i."""
 
     task: str
     split: str
-    scores: list[float] = field(repr=False)
+    sample_scores: list[list[float]] = field(repr=False)
     seconds: float
+    ids: list[str] = field(default_factory=list, repr=False)
+    responses: list[list[str]] = field(default_factory=list, repr=False)
 
     @property
     def n(self) -> int:
-        return len(self.scores)
+        """Number of problems."""
+        return len(self.sample_scores)
+
+    @property
+    def scores(self) -> list[float]:
+        """Per-problem fraction of correct samples (the score itself when there is one sample)."""
+        return [sum(s) / len(s) for s in self.sample_scores]
 
     @property
     def accuracy(self) -> float:
-        return sum(self.scores) / self.n if self.scores else 0.0
+        """Mean per-problem score: greedy accuracy, or the pass@1 estimate with several samples."""
+        return sum(self.scores) / self.n if self.n else 0.0
+
+    def pass_at(self, k: int) -> float:
+        """Unbiased pass@k over problems (every problem needs at least k samples)."""
+        counts = [(len(s), sum(x > 0.5 for x in s)) for s in self.sample_scores]
+        return sum(pass_at_k(n, c, k) for n, c in counts) / self.n if self.n else 0.0
 
     def ci95(self) -> tuple[float, float]:
-        return wilson_ci95(sum(s > 0.5 for s in self.scores), self.n)
+        """95% interval of `accuracy`: Wilson with one sample per problem, else normal over per-problem scores."""
+        if all(len(s) == 1 for s in self.sample_scores):
+            return wilson_ci95(sum(s[0] > 0.5 for s in self.sample_scores), self.n)
+        return mean_ci95(self.scores)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Probability that at least one of k samples drawn without replacement from n samples, c of them correct,
+    is correct: 1 - C(n-c, k) / C(n, k), computed as a product so large n does not overflow."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
 def evaluate_policy(
@@ -50,16 +82,63 @@ def evaluate_policy(
     max_new_tokens: int = 256,
     temperature: float = 0.0,
     seed: int = 0,
+    n: int = 1,
+    render: Callable[[Example], str] | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> EvalResult:
-    """One response per problem of `task`'s `split` (the first `limit`), scored by `task.score`."""
-    start = time.perf_counter()
+    """`n` responses per problem of `task`'s `split` (the first `limit`), scored by `task.score`."""
     examples = list(task.load(split))[:limit]
     if not examples:
         raise ValueError(f"{task.name}: split {split!r} has no problems to evaluate")
-    params = SamplingParams(n=1, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
-    responses = generator.generate([task.prompt(ex) for ex in examples], params)
-    scores = [float(task.score(ex, out[0])) for ex, out in zip(examples, responses, strict=True)]
-    return EvalResult(task.name, split, scores, time.perf_counter() - start)
+    params = SamplingParams(n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    return evaluate_examples(generator, task, examples, params, split, render, on_progress)
+
+
+def evaluate_examples(
+    generator: Generator,
+    task: Task,
+    examples: Sequence[Example],
+    params: SamplingParams,
+    split: str = "test",
+    render: Callable[[Example], str] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Generate for `examples` PROBLEMS_PER_CALL at a time (calling `on_progress(problems done)` after each call),
+    render prompts with `render` (default `task.prompt`), and score every response in a thread pool."""
+    start = time.perf_counter()
+    render = render or task.prompt
+    responses: list[list[str]] = []
+    for offset in range(0, len(examples), PROBLEMS_PER_CALL):
+        batch = examples[offset : offset + PROBLEMS_PER_CALL]
+        call = SamplingParams(**{**vars(params), "seed": params.seed + offset})
+        responses += generator.generate([render(ex) for ex in batch], call)
+        if on_progress is not None:
+            on_progress(len(responses))
+    scores = score_responses(task, examples, responses)
+    ids = [str(ex.get("id", i)) for i, ex in enumerate(examples)]
+    return EvalResult(task.name, split, scores, time.perf_counter() - start, ids, responses)
+
+
+def score_responses(task: Task, examples: Sequence[Example], responses: Sequence[Sequence[str]]) -> list[list[float]]:
+    """`task.score` of every response, (problems, samples), computed in a pool of one thread per core."""
+    pairs = [(ex, r) for ex, rs in zip(examples, responses, strict=True) for r in rs]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        flat = list(pool.map(lambda pair: float(task.score(*pair)), pairs))
+    scores, position = [], 0
+    for rs in responses:
+        scores.append(flat[position : position + len(rs)])
+        position += len(rs)
+    return scores
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """Normal-approximation 95% interval of a mean (zero width for one value or identical values)."""
+    if not values:
+        raise ValueError("a mean needs at least one value")
+    mean = sum(values) / len(values)
+    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    half = Z95 * math.sqrt(variance / len(values))
+    return mean - half, mean + half
 
 
 def wilson_ci95(successes: int, n: int) -> tuple[float, float]:
@@ -77,9 +156,4 @@ def paired_difference_ci95(before: Sequence[float], after: Sequence[float]) -> t
     differences; exact zero width when the two agree everywhere)."""
     if len(before) != len(after) or not before:
         raise ValueError(f"need the same, non-zero number of problems, got {len(before)} and {len(after)}")
-    diffs = [b - a for a, b in zip(before, after, strict=True)]
-    n = len(diffs)
-    mean = sum(diffs) / n
-    variance = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
-    half = Z95 * math.sqrt(variance / n)
-    return mean - half, mean + half
+    return mean_ci95([b - a for a, b in zip(before, after, strict=True)])

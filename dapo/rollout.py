@@ -34,6 +34,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from dapo.evaluation import score_responses
 from dapo.records import (
     SHARD_PREFIX,
     Provenance,
@@ -298,13 +299,12 @@ def _sample_solutions(
     outputs = _generate(generator, [p.prompt for p in problems], params)
     rng = random.Random(_derive_seed(config.seed, index, "keep"))
     solutions: list[_Solution] = []
-    empty = duplicates = 0
-    for problem, responses in zip(problems, outputs, strict=True):
-        nonblank = [r for r in responses if r.strip()]
-        unique = list(dict.fromkeys(nonblank))
-        empty += len(responses) - len(nonblank)
-        duplicates += len(nonblank) - len(unique)
-        rewards = [float(task.score(problem.example, r)) for r in unique]
+    nonblank = [[r for r in responses if r.strip()] for responses in outputs]
+    uniques = [list(dict.fromkeys(rs)) for rs in nonblank]
+    empty = sum(len(rs) for rs in outputs) - sum(len(rs) for rs in nonblank)
+    duplicates = sum(len(rs) for rs in nonblank) - sum(len(rs) for rs in uniques)
+    all_rewards = score_responses(task, [p.example for p in problems], uniques)
+    for problem, unique, rewards in zip(problems, uniques, all_rewards, strict=True):
         for k, i in enumerate(keep_balanced(rewards, config.n_keep, rng)):
             steps = split_steps(unique[i], config.delimiter)
             solutions.append(_Solution(f"{problem.id}/s{k}", problem, steps, rewards[i]))
@@ -317,14 +317,17 @@ def _rollout_states(
     """State rows of every kept solution, t = 0..T; all rollouts of the shard come from one `generate` call."""
     prompts = [state_text(s.problem.prompt, s.steps, t) for s in solutions for t in range(len(s.steps))]
     params = _params(config, config.n_rollouts, _derive_seed(config.seed, index, "rollout"))
-    outputs: Iterator[list[str]] = iter(_generate(generator, prompts, params) if prompts else [])
+    outputs = _generate(generator, prompts, params) if prompts else []
+    states = [(s, t) for s in solutions for t in range(len(s.steps))]
+    prefixes = [join_steps(s.steps[:t]) for s, t in states]
+    full = [[prefix + c for c in completions] for prefix, completions in zip(prefixes, outputs, strict=True)]
+    rewards: Iterator[list[float]] = iter(score_responses(task, [s.problem.example for s, _ in states], full))
+    completions_of: Iterator[list[str]] = iter(outputs)
     rows = []
     for s in solutions:
         for t in range(len(s.steps)):
-            completions = next(outputs)
-            prefix = join_steps(s.steps[:t])
-            rewards = [float(task.score(s.problem.example, prefix + c)) for c in completions]
-            rows.append(_state_row(s, t, mc_value(rewards), completions, rewards))
+            completions, state_rewards = next(completions_of), next(rewards)
+            rows.append(_state_row(s, t, mc_value(state_rewards), completions, state_rewards))
         rows.append(_state_row(s, len(s.steps), s.reward, [], []))
     return rows
 

@@ -84,7 +84,7 @@ def test_critic_then_actor_config_end_to_end(tmp_path, policy_dir, monkeypatch):
     tags = _tags(Path("runs/arith/actor/tb"))
     for scalar in ("train/loss", "train/log_ratio_mean", "train/log_ratio_std", "train/sign_agreement", "train/kl_ref"):
         assert scalar in tags["scalars"], scalar
-    assert "val/loss" in tags["scalars"]
+    assert "val/loss" in tags["scalars"] and "benchmark/arith/accuracy" in tags["scalars"]
     assert "train/advantages" in tags["histograms"]
     cli_main(["export", "--ckpt", "runs/arith/actor/checkpoints/last.ckpt", "--out", "runs/arith/actor_hf"])
     assert AutoModelForCausalLM.from_pretrained("runs/arith/actor_hf").config.model_type == "llama"

@@ -2,5 +2,42 @@
 
 from .arith import ArithTask
 from .base import Example, Task, problem_rows, write_problems
+from .gsm8k import GSM8KTask
+from .humaneval import HumanEvalTask
+from .math import MathTask
+from .mbpp import MBPPTask
 
-__all__ = ["ArithTask", "Example", "Task", "problem_rows", "write_problems"]
+TASKS: dict[str, type[Task]] = {
+    ArithTask.name: ArithTask,
+    MathTask.name: MathTask,
+    GSM8KTask.name: GSM8KTask,
+    HumanEvalTask.name: HumanEvalTask,
+    MBPPTask.name: MBPPTask,
+}
+"""Task classes by name, for `dapo evaluate --task NAME`."""
+
+
+def task_named(name: str, data: str | None = None) -> Task:
+    """The task called `name` with default settings; `data` (a path or hub dataset) replaces its default rows."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    if data is None:
+        return TASKS[name]()
+    if name == ArithTask.name:
+        raise ValueError("task 'arith' generates its problems and takes no data; leave data unset")
+    return TASKS[name](data=data)  # type: ignore[call-arg]
+
+
+__all__ = [
+    "TASKS",
+    "ArithTask",
+    "Example",
+    "GSM8KTask",
+    "HumanEvalTask",
+    "MBPPTask",
+    "MathTask",
+    "Task",
+    "problem_rows",
+    "task_named",
+    "write_problems",
+]

@@ -211,6 +211,9 @@ class ArithTask:
         """One "a op b = c" line per step, then "Answer: N" (no trailing newline)."""
         return _solution_lines(int(example["start"]), example["operations"])
 
+    def final_answer(self, example: Example) -> str:
+        return str(example["answer"])
+
     # -- generation ----------------------------------------------------------------------------------------------
 
     def _sample_step(self, value: int, rng: random.Random) -> Operation | None:

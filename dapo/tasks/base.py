@@ -36,6 +36,12 @@ class Task(Protocol):
         """A worked solution in the task's step format (for warm starts), or None if the task has none."""
         ...
 
+    def final_answer(self, example: Example) -> str:
+        """The reference final answer as text (the `answer` column of `problems` records), "" for tasks judged by
+        running tests. Derived from the example's own fields, because examples keep their dataset's original
+        keys and those disagree on what `answer` holds (GSM8K's is the whole worked solution)."""
+        ...
+
 
 def problem_rows(task: Task, examples: Sequence[Example]) -> list[dict[str, str]]:
     """`problems` records for `examples`: the rendered prompt plus the original row as JSON for scoring."""
@@ -46,7 +52,7 @@ def problem_rows(task: Task, examples: Sequence[Example]) -> list[dict[str, str]
                 "id": str(example.get("id", f"{task.name}-{i:06d}")),
                 "task": task.name,
                 "prompt": task.prompt(example),
-                "answer": str(example.get("answer", "")),
+                "answer": task.final_answer(example),
                 "example": json.dumps(example, sort_keys=True),
             }
         )

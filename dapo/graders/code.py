@@ -1,0 +1,201 @@
+"""Run untrusted generated code against its tests in a sandboxed subprocess: `check(program, test) -> Verdict`.
+
+Each check starts a fresh interpreter (`sandbox_runner.py`) in a new session, in a fresh temporary work dir that
+is removed afterwards, with a scrubbed environment (PATH, HOME and TMPDIR only), stdout and stderr going to
+files capped by the file-size limit (the verdict keeps the first `output_bytes` of each). The runner confines
+itself before reading the program (see `confine.py`):
+
+Protects against, on Linux x86_64 / aarch64 with Landlock (checked on this project's CI machines):
+  * infinite loops and sleeps: CPU-time limit in the kernel plus a wall-clock kill of the whole process group;
+  * memory bombs: address-space limit (MemoryError or death, never the host's memory);
+  * fork bombs and background processes that would outlive the check: no fork / clone / exec (seccomp), and the
+    process group is killed after every check anyway;
+  * output floods: file-size limit on stdout / stderr and on files the program writes;
+  * touching files outside the work dir: Landlock allows writes only beneath it, and reads only beneath the
+    Python installation and system library dirs (so secrets in home dirs cannot be read and echoed);
+  * the network: no sockets at all (seccomp), no TCP (Landlock ABI >= 4);
+  * killing or tracing the harness: signals only to itself (seccomp; Landlock ABI >= 6 scopes them too), no
+    ptrace; as root, every capability is dropped first;
+  * forged verdicts: a pass is only a random per-check token followed by "passed" on a private pipe, written
+    after the tests ran; the exit status and printed text count for nothing, and the tests run with a copy of
+    the builtins taken before the program ran.
+
+Does not protect against:
+  * a program written against this harness that digs the token out of the runner's memory (it shares the
+    interpreter with the tests), or that patches modules the tests import (e.g. `math.isclose`), or returns
+    objects whose `__eq__` is always true: the sandbox keeps the machine safe; it does not prove a program honest;
+  * CPU or memory contention between concurrent checks, kernel exploits, side channels;
+  * other platforms: without Landlock or seccomp the runner still applies rlimits and the process-group kill,
+    and lists what it installed in `Verdict.protections`; pass `require_all=True` to refuse to run instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+RUNNER = Path(__file__).with_name("sandbox_runner.py")
+STARTUP_SECONDS = 2.0  # wall-clock allowance for the interpreter to start, on top of the check's timeout
+STATUSES = ("passed", "failed", "timeout", "crashed", "error")
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Resource caps for one check."""
+
+    memory_mb: int = 1024
+    """Address-space limit of the sandboxed interpreter."""
+    file_size_mb: int = 16
+    """Largest file the program may write, stdout and stderr included."""
+    output_bytes: int = 4096
+    """Bytes of stdout and stderr kept in the verdict."""
+    require_all: bool = False
+    """Refuse to run (status "error") unless every protection installs, instead of running with those that do."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of one check: `status` is one of STATUSES, `passed` is true only for "passed"."""
+
+    status: str
+    detail: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    seconds: float = 0.0
+    protections: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+def check(program: str, test: str, timeout: float = 10.0, limits: SandboxLimits | None = None) -> Verdict:
+    """Run `program`, then `test` (Python source that raises when the program is wrong) in one namespace, in a
+    sandboxed subprocess; pass only if the test code finishes within `timeout` seconds."""
+    if timeout <= 0:
+        raise ValueError(f"timeout must be > 0, got {timeout}")
+    limits = limits or SandboxLimits()
+    with tempfile.TemporaryDirectory(prefix="dapo-sandbox-") as root:
+        return _run(program, test, timeout, limits, Path(root))
+
+
+def check_many(
+    pairs: Sequence[tuple[str, str]],
+    timeout: float = 10.0,
+    limits: SandboxLimits | None = None,
+    workers: int | None = None,
+    on_done: Callable[[int], None] | None = None,
+) -> list[Verdict]:
+    """`check` on every (program, test) pair with `workers` checks at a time (default: one per core); verdicts come
+    back in input order. `on_done(i)` is called as each check finishes (e.g. to advance a progress bar)."""
+
+    def one(index: int) -> Verdict:
+        verdict = check(*pairs[index], timeout=timeout, limits=limits)
+        if on_done is not None:
+            on_done(index)
+        return verdict
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        return list(pool.map(one, range(len(pairs))))
+
+
+def _run(program: str, test: str, timeout: float, limits: SandboxLimits, root: Path) -> Verdict:
+    work_dir, stdout_path, stderr_path = root / "work", root / "stdout", root / "stderr"
+    work_dir.mkdir()
+    token = secrets.token_hex(16)
+    verdict_read, verdict_write = os.pipe()
+    request = {
+        "token": token,
+        "verdict_fd": verdict_write,
+        "program": program,
+        "test": test,
+        "work_dir": str(work_dir),
+        "require_all": limits.require_all,
+        "limits": {
+            "cpu_seconds": math.ceil(timeout) + 1,
+            "memory_bytes": limits.memory_mb * 2**20,
+            "file_size_bytes": limits.file_size_mb * 2**20,
+        },
+    }
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(work_dir), "TMPDIR": str(work_dir), "LANG": "C.UTF-8"}
+    start = time.perf_counter()
+    try:
+        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+            process = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-B", str(RUNNER)],
+                stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=work_dir, env=env,
+                start_new_session=True, pass_fds=(verdict_write,),
+            )  # fmt: skip
+    finally:
+        os.close(verdict_write)  # the runner holds its own copy; EOF on the read end once it is gone
+    try:
+        timed_out = _feed_and_wait(process, json.dumps(request).encode(), timeout + STARTUP_SECONDS)
+        message = _read_pipe(verdict_read)
+    finally:
+        os.close(verdict_read)
+    output = {
+        "stdout": _head(stdout_path, limits.output_bytes),
+        "stderr": _head(stderr_path, limits.output_bytes),
+        "seconds": time.perf_counter() - start,
+    }
+    return _verdict(message, token, process.returncode, timed_out, output)
+
+
+def _read_pipe(fd: int, limit: int = 65536) -> str:
+    """What the runner wrote to the verdict pipe (every writer has exited, so this reads to EOF)."""
+    chunks, size = [], 0
+    while size < limit and (chunk := os.read(fd, limit - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def _head(path: Path, limit: int) -> str:
+    with open(path, "rb") as f:
+        return f.read(limit).decode("utf-8", errors="replace")
+
+
+def _feed_and_wait(process: subprocess.Popen, request: bytes, wall_seconds: float) -> bool:
+    """Send the request, wait up to `wall_seconds`, then kill the whole process group; True if it timed out."""
+    assert process.stdin is not None
+    try:
+        process.stdin.write(request)
+        process.stdin.close()
+    except BrokenPipeError:
+        pass  # the runner died before reading; its exit status tells
+    timed_out = False
+    try:
+        process.wait(timeout=wall_seconds)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # anything left in the session's group, even after a clean exit
+    process.wait()
+    return timed_out
+
+
+def _verdict(message: str, token: str, returncode: int, timed_out: bool, output: dict) -> Verdict:
+    first, _, detail = message.partition("\n")
+    head, *protections = first.split(" ")
+    words = protections[:1]
+    status = words[0] if head == token and words and words[0] in ("passed", "failed") else None
+    installed = tuple(p.replace("_", " ") for p in protections[1:]) if status else ()
+    if status is not None:
+        return Verdict(status, detail.strip(), protections=installed, **output)
+    if timed_out or returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        return Verdict("timeout", f"no verdict within the time limit (exit {returncode})", **output)
+    if returncode != 0 and "sandbox: could not install" in output["stderr"]:
+        return Verdict("error", output["stderr"].strip().splitlines()[-1], **output)
+    return Verdict("crashed", f"the process ended before the tests finished (exit {returncode})", **output)

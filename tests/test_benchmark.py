@@ -1,0 +1,112 @@
+"""pass@k by hand, `dapo evaluate`'s outputs, and the BenchmarkEval callback inside a real actor fit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from builders import candidate_state_rows
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dapo.actor import ActorModule
+from dapo.advantages import AdvantageConfig, run_advantages
+from dapo.callbacks import BenchmarkEval
+from dapo.callbacks.benchmark_eval import interleave
+from dapo.cli import cli_main
+from dapo.data_modules import StepDataModule
+from dapo.evaluation import EvalResult, pass_at_k
+from dapo.records import Provenance, write_records
+from dapo.tasks import ArithTask
+
+
+def test_pass_at_k_by_hand():
+    """n=5 samples, c=2 correct: pass@1 = 2/5; pass@2 = 1 - C(3,2)/C(5,2) = 1 - 3/10; pass@4 = 1 (only 3 wrong)."""
+    assert pass_at_k(5, 2, 1) == pytest.approx(0.4)
+    assert pass_at_k(5, 2, 2) == pytest.approx(0.7)
+    assert pass_at_k(5, 2, 4) == 1.0
+    assert pass_at_k(4, 0, 3) == 0.0
+    assert pass_at_k(200, 1, 100) == pytest.approx(0.5)  # the product form stays exact for large n
+    for bad in ((3, 4, 1), (3, 1, 0), (3, 1, 4), (3, -1, 1)):
+        with pytest.raises(ValueError):
+            pass_at_k(*bad)
+
+
+def test_eval_result_with_several_samples():
+    """Problem 1: 2 of 4 right (pass@2 = 1 - C(2,2)/C(4,2) = 5/6); problem 2: none (0)."""
+    result = EvalResult("t", "test", [[1.0, 0.0, 0.0, 1.0], [0.0] * 4], seconds=0.0)
+    assert result.accuracy == pytest.approx(0.25)
+    assert result.pass_at(2) == pytest.approx(5 / 12)
+    low, high = result.ci95()  # normal interval over the per-problem scores 0.5 and 0
+    assert low < 0.25 < high
+
+
+def test_interleave_undoes_rank_sharding():
+    items = list(range(7))
+    assert interleave([items[r::3] for r in range(3)]) == items
+    assert interleave([[], []]) == []
+
+
+def _evaluate(policy: str, out: Path, *extra: str) -> dict:
+    cli_main(["evaluate", "--model", policy, "--task", "arith", "--limit", "12", "--max_new_tokens", "40",
+              "--out", str(out), *extra])  # fmt: skip
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_evaluate_writes_a_summary_and_one_row_per_problem(policy_dir, tmp_path):
+    summary = _evaluate(policy_dir, tmp_path / "greedy")
+    rows = [json.loads(line) for line in (tmp_path / "greedy" / "examples.jsonl").read_text().splitlines()]
+    task, examples = ArithTask(), ArithTask().load("test")[:12]
+    assert [r["id"] for r in rows] == [ex["id"] for ex in examples]
+    assert all(r["prompt"] == task.prompt(ex) for r, ex in zip(rows, examples, strict=True))
+    rescored = [task.score(ex, r["responses"][0]) for r, ex in zip(rows, examples, strict=True)]
+    assert [r["scores"] for r in rows] == [[s] for s in rescored]
+    assert summary["problems"] == 12 and summary["accuracy"] == pytest.approx(sum(rescored) / 12)
+    assert summary["ci95"][0] <= summary["accuracy"] <= summary["ci95"][1]
+    assert summary["pass_at_k"] == {"1": summary["accuracy"]} and summary["chat"] is False
+    assert _evaluate(policy_dir, tmp_path / "again")["accuracy"] == summary["accuracy"]  # greedy: reproducible
+
+
+def test_evaluate_with_samples_reports_pass_at_k(policy_dir, tmp_path):
+    summary = _evaluate(policy_dir, tmp_path / "sampled", "--n", "4", "--temperature", "1.0", "--k", "[1, 2, 8]")
+    rows = [json.loads(line) for line in (tmp_path / "sampled" / "examples.jsonl").read_text().splitlines()]
+    assert all(len(r["responses"]) == 4 == len(r["scores"]) for r in rows)
+    assert set(summary["pass_at_k"]) == {"1", "2"}  # k=8 > n is left out
+    assert summary["pass_at_k"]["1"] <= summary["pass_at_k"]["2"]
+    assert summary["pass_at_k"]["1"] == pytest.approx(sum(sum(r["scores"]) / 4 for r in rows) / 12)
+
+
+def test_evaluate_refuses_bad_settings(policy_dir, tmp_path):
+    with pytest.raises(ValueError, match="temperature"):
+        _evaluate(policy_dir, tmp_path / "x", "--n", "4")
+    with pytest.raises(FileNotFoundError, match="not a local folder"):
+        _evaluate(str(tmp_path / "missing"), tmp_path / "y")
+    with pytest.raises(ValueError, match="unknown task"):
+        cli_main(["evaluate", "--model", policy_dir, "--task", "nope"])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_benchmark_eval_logs_every_second_validation(tmp_path, arith, policy_dir, critic_dir):
+    states = write_records(candidate_state_rows(arith, 4), tmp_path / "states", "states", Provenance(producer="t"))
+    config = AdvantageConfig(str(states), critic_dir, policy_dir, out_dir=str(tmp_path), min_gap=0.0)
+    run_advantages(config)
+    data = StepDataModule(mode="actor", train_path=str(tmp_path / "actions"), val_path=str(tmp_path / "actions"),
+                          tokenizer=policy_dir, max_tokens=512)  # fmt: skip
+    actor = ActorModule(policy_dir, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3))
+    callback = BenchmarkEval(arith, limit=6, every_n_validations=2, max_new_tokens=40, samples_to_log=2)
+    logger = TensorBoardLogger(tmp_path, name="tb", version=0)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=4, logger=logger, callbacks=[callback], enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=1)  # fmt: skip
+    trainer.fit(actor, datamodule=data)
+
+    assert callback.validations == 4  # the sanity check does not count
+    events = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"tensors": 0}).Reload()
+    accuracy = events.Scalars("benchmark/arith/accuracy")
+    assert len(accuracy) == 2 and all(0.0 <= e.value <= 1.0 for e in accuracy)
+    assert "benchmark/arith/accuracy" in trainer.callback_metrics  # a ModelCheckpoint can monitor it
+    samples = [tag for tag in events.Tags()["tensors"] if tag.startswith("benchmark/arith/sample_")]
+    assert len(samples) == 2
+    assert actor.model.training  # generation put the model back in training mode
