@@ -20,7 +20,7 @@ import lightning as L
 
 from dapo.records import move_aside, read_provenance
 from dapo.rollout import RolloutConfig, policy_fingerprint, run_rollouts
-from dapo.tasks import ArithTask, write_problems
+from dapo.tasks import ArithTask, Task, write_problems
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,8 @@ class StageA:
     """Hugging Face folder of the reference policy that samples and completes solutions (None: no Stage A)."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     """Problems, output folder, n_samples / n_keep / n_rollouts and sampling."""
-    task: ArithTask = field(default_factory=ArithTask)
-    """The task that grades responses (and writes the problems file when it is missing)."""
+    task: Task | None = None
+    """The task that grades responses (and writes the problems file when it is missing); None: `ArithTask()`."""
     batch_size: int = 64
     """Sequences per generate call."""
     shared_prefix: bool = True
@@ -69,11 +69,11 @@ def ensure_states(spec: StageA) -> Path:
     if status == "stale":
         move_aside(out, "holds Stage A made by another policy or with other settings")
     if not Path(spec.rollout.problems_path).exists():
-        write_problems(spec.task, spec.rollout.problems_path, "train")
+        write_problems(spec.task or ArithTask(), spec.rollout.problems_path, "train")
     generator = HFGenerator.from_pretrained(
         spec.policy_path, batch_size=spec.batch_size, shared_prefix=spec.shared_prefix
     )
-    summary = run_rollouts(spec.rollout, generator, spec.task, spec.policy_path, policy_hash)
+    summary = run_rollouts(spec.rollout, generator, spec.task or ArithTask(), spec.policy_path, policy_hash)
     log.info("Stage A: %s", json.dumps(asdict(summary)))
     return out / "states"
 

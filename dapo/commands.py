@@ -14,7 +14,7 @@ from dapo.tasks import ArithTask, write_problems
 from dapo.tasks.base import Example, Task
 
 
-def make_problems(out: str, task: ArithTask | None = None, split: str = "train", limit: int | None = None) -> Path:
+def make_problems(out: str, task: Task | None = None, split: str = "train", limit: int | None = None) -> Path:
     """Write a `problems` dataset from a task.
 
     Args:
@@ -39,7 +39,7 @@ def tiny_model_for_task(out: str | Path, examples: Sequence[Example], task: Task
 
 def make_tiny_model(
     out: str,
-    task: ArithTask | None = None,
+    task: Task | None = None,
     vocab_size: int = 512,
     hidden_size: int = 64,
     num_layers: int = 2,

@@ -12,6 +12,7 @@ problems. With n samples per problem, `EvalResult.pass_at(k)` is the unbiased pa
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -120,15 +121,20 @@ def evaluate_examples(
 
 
 def score_responses(task: Task, examples: Sequence[Example], responses: Sequence[Sequence[str]]) -> list[list[float]]:
-    """`task.score` of every response, (problems, samples), computed in a pool of one thread per core."""
+    """`task.score` of every response, (problems, samples), computed in a long-lived pool of one thread per core
+    (long-lived, because graders may keep per-thread helpers: the math grader's process, for instance)."""
     pairs = [(ex, r) for ex, rs in zip(examples, responses, strict=True) for r in rs]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        flat = list(pool.map(lambda pair: float(task.score(*pair)), pairs))
+    flat = list(_scoring_pool().map(lambda pair: float(task.score(*pair)), pairs))
     scores, position = [], 0
     for rs in responses:
         scores.append(flat[position : position + len(rs)])
         position += len(rs)
     return scores
+
+
+@functools.cache
+def _scoring_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="dapo-score")
 
 
 def mean_ci95(values: Sequence[float]) -> tuple[float, float]:

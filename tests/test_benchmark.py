@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +12,7 @@ import torch
 from builders import candidate_state_rows
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import AutoTokenizer
 
 from dapo.actor import ActorModule
 from dapo.advantages import AdvantageConfig, run_advantages
@@ -110,3 +112,18 @@ def test_benchmark_eval_logs_every_second_validation(tmp_path, arith, policy_dir
     samples = [tag for tag in events.Tags()["tensors"] if tag.startswith("benchmark/arith/sample_")]
     assert len(samples) == 2
     assert actor.model.training  # generation put the model back in training mode
+
+
+def test_evaluate_uses_the_chat_template_when_the_tokenizer_has_one(policy_dir, tmp_path):
+    chat_policy = tmp_path / "chat_policy"
+    shutil.copytree(policy_dir, chat_policy)
+    tokenizer = AutoTokenizer.from_pretrained(chat_policy)
+    tokenizer.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}<assistant>"
+    tokenizer.save_pretrained(chat_policy)
+
+    summary = _evaluate(str(chat_policy), tmp_path / "chat")
+    first = json.loads((tmp_path / "chat" / "examples.jsonl").read_text().splitlines()[0])
+    question = ArithTask().load("test")[0]["question"]
+    assert summary["chat"] is True and first["prompt"].startswith(f"<user>{question}\n")
+    assert first["prompt"].endswith("<assistant>")
+    assert _evaluate(str(chat_policy), tmp_path / "plain", "--chat", "false")["chat"] is False

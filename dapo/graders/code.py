@@ -6,25 +6,31 @@ files capped by the file-size limit (the verdict keeps the first `output_bytes` 
 itself before reading the program (see `confine.py`):
 
 Protects against, on Linux x86_64 / aarch64 with Landlock (checked on this project's CI machines):
-  * infinite loops and sleeps: CPU-time limit in the kernel plus a wall-clock kill of the whole process group;
-  * memory bombs: address-space limit (MemoryError or death, never the host's memory);
+  * infinite loops and sleeps: the runner reports "timeout" when program and tests take longer than `timeout`;
+    a CPU-time limit in the kernel and a wall-clock kill of the process group (timeout + 2 s) stop those that
+    never finish;
+  * memory bombs: address-space limit (MemoryError or death, never the host's memory); memfd_create and
+    System V shared memory, which would escape that limit or outlive the check, are refused;
   * fork bombs and background processes that would outlive the check: no fork / clone / exec (seccomp), and the
     process group is killed after every check anyway;
-  * output floods: file-size limit on stdout / stderr and on files the program writes;
+  * output floods and full disks: a file-size limit on stdout / stderr and on every file, and the check is
+    killed once its work dir holds more than `disk_mb` or MAX_FILES entries (looked at every POLL_SECONDS);
   * touching files outside the work dir: Landlock allows writes only beneath it, and reads only beneath the
-    Python installation and system library dirs (so secrets in home dirs cannot be read and echoed);
+    Python installation and system library dirs (so secrets in home dirs cannot be read and echoed); seccomp
+    refuses changes to any file's mode, owner, times and extended attributes, which Landlock does not cover;
   * the network: no sockets at all (seccomp), no TCP (Landlock ABI >= 4);
-  * killing or tracing the harness: signals only to itself (seccomp; Landlock ABI >= 6 scopes them too), no
-    ptrace; as root, every capability is dropped first;
+  * killing or tracing the harness: signals only to itself (seccomp, including fcntl's F_SETOWN; Landlock ABI
+    >= 6 scopes them too), no ptrace; as root, every capability is dropped first;
   * forged verdicts: a pass is only a random per-check token followed by "passed" on a private pipe, written
-    after the tests ran; the exit status and printed text count for nothing, and the tests run with a copy of
-    the builtins taken before the program ran.
+    after the tests ran; the exit status and printed text count for nothing; the runner binds exec, dict and
+    os.write before the program runs, and the tests run with a copy of the builtins taken before then.
 
 Does not protect against:
   * a program written against this harness that digs the token out of the runner's memory (it shares the
     interpreter with the tests), or that patches modules the tests import (e.g. `math.isclose`), or returns
     objects whose `__eq__` is always true: the sandbox keeps the machine safe; it does not prove a program honest;
-  * CPU or memory contention between concurrent checks, kernel exploits, side channels;
+  * learning that paths exist (stat works everywhere; only reading is refused), CPU or memory contention between
+    concurrent checks, up to `disk_mb` written between two looks at the work dir, kernel exploits, side channels;
   * other platforms: without Landlock or seccomp the runner still applies rlimits and the process-group kill,
     and lists what it installed in `Verdict.protections`; pass `require_all=True` to refuse to run instead.
 """
@@ -48,6 +54,8 @@ from pathlib import Path
 
 RUNNER = Path(__file__).with_name("sandbox_runner.py")
 STARTUP_SECONDS = 2.0  # wall-clock allowance for the interpreter to start, on top of the check's timeout
+POLL_SECONDS = 0.05  # how often the supervisor looks at the clock and the work dir's size
+MAX_FILES = 10_000  # entries in the work dir beyond which the check is killed (inode exhaustion)
 STATUSES = ("passed", "failed", "timeout", "crashed", "error")
 
 
@@ -59,6 +67,8 @@ class SandboxLimits:
     """Address-space limit of the sandboxed interpreter."""
     file_size_mb: int = 16
     """Largest file the program may write, stdout and stderr included."""
+    disk_mb: int = 64
+    """Total size of the work dir beyond which the check is killed (checked every POLL_SECONDS)."""
     output_bytes: int = 4096
     """Bytes of stdout and stderr kept in the verdict."""
     require_all: bool = False
@@ -116,15 +126,17 @@ def _run(program: str, test: str, timeout: float, limits: SandboxLimits, root: P
     work_dir.mkdir()
     token = secrets.token_hex(16)
     verdict_read, verdict_write = os.pipe()
+    cpu_seconds = math.ceil(timeout) + 1
     request = {
         "token": token,
         "verdict_fd": verdict_write,
         "program": program,
         "test": test,
         "work_dir": str(work_dir),
+        "timeout": timeout,
         "require_all": limits.require_all,
         "limits": {
-            "cpu_seconds": math.ceil(timeout) + 1,
+            "cpu_seconds": cpu_seconds,
             "memory_bytes": limits.memory_mb * 2**20,
             "file_size_bytes": limits.file_size_mb * 2**20,
         },
@@ -134,14 +146,15 @@ def _run(program: str, test: str, timeout: float, limits: SandboxLimits, root: P
     try:
         with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
             process = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-B", str(RUNNER)],
+                [sys.executable, "-I", "-S", "-B", "-u", str(RUNNER)],
                 stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=work_dir, env=env,
                 start_new_session=True, pass_fds=(verdict_write,),
             )  # fmt: skip
     finally:
         os.close(verdict_write)  # the runner holds its own copy; EOF on the read end once it is gone
     try:
-        timed_out = _feed_and_wait(process, json.dumps(request).encode(), timeout + STARTUP_SECONDS)
+        wall, disk = timeout + STARTUP_SECONDS, limits.disk_mb * 2**20
+        killed_for = _supervise(process, json.dumps(request).encode(), wall, work_dir, disk)
         message = _read_pipe(verdict_read)
     finally:
         os.close(verdict_read)
@@ -150,7 +163,7 @@ def _run(program: str, test: str, timeout: float, limits: SandboxLimits, root: P
         "stderr": _head(stderr_path, limits.output_bytes),
         "seconds": time.perf_counter() - start,
     }
-    return _verdict(message, token, process.returncode, timed_out, output)
+    return _verdict(message, token, process.returncode, killed_for, cpu_seconds, output)
 
 
 def _read_pipe(fd: int, limit: int = 65536) -> str:
@@ -167,35 +180,56 @@ def _head(path: Path, limit: int) -> str:
         return f.read(limit).decode("utf-8", errors="replace")
 
 
-def _feed_and_wait(process: subprocess.Popen, request: bytes, wall_seconds: float) -> bool:
-    """Send the request, wait up to `wall_seconds`, then kill the whole process group; True if it timed out."""
+def _supervise(process: subprocess.Popen, request: bytes, wall_seconds: float, work_dir: Path, disk: int) -> str:
+    """Send the request and wait for the runner, killing it after `wall_seconds` ("timeout") or once its work dir
+    holds more than `disk` bytes or MAX_FILES entries ("disk"); then kill whatever is left of its process group.
+    Returns why it was killed, "" if it ended by itself."""
     assert process.stdin is not None
-    try:
+    with contextlib.suppress(BrokenPipeError):  # a runner that died before reading: its exit status tells
         process.stdin.write(request)
         process.stdin.close()
-    except BrokenPipeError:
-        pass  # the runner died before reading; its exit status tells
-    timed_out = False
-    try:
-        process.wait(timeout=wall_seconds)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    deadline, reason = time.monotonic() + wall_seconds, ""
+    while not reason:
+        try:
+            process.wait(timeout=POLL_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                reason = "timeout"
+            elif _disk_use(work_dir) > disk:
+                reason = "disk"
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)  # anything left in the session's group, even after a clean exit
     process.wait()
-    return timed_out
+    return reason
 
 
-def _verdict(message: str, token: str, returncode: int, timed_out: bool, output: dict) -> Verdict:
+def _disk_use(work_dir: Path) -> int:
+    """Bytes allocated beneath `work_dir` (more than any limit once it holds MAX_FILES entries)."""
+    used, entries = 0, 0
+    for folder, dirs, files in os.walk(work_dir):
+        entries += len(dirs) + len(files)
+        if entries > MAX_FILES:
+            return sys.maxsize
+        for name in files:
+            with contextlib.suppress(OSError):
+                used += os.lstat(os.path.join(folder, name)).st_blocks * 512
+    return used
+
+
+def _verdict(message: str, token: str, returncode: int, killed_for: str, cpu_seconds: int, output: dict) -> Verdict:
+    """The runner's authenticated report if there is one, else what the way the process ended says."""
     first, _, detail = message.partition("\n")
-    head, *protections = first.split(" ")
-    words = protections[:1]
-    status = words[0] if head == token and words and words[0] in ("passed", "failed") else None
-    installed = tuple(p.replace("_", " ") for p in protections[1:]) if status else ()
-    if status is not None:
-        return Verdict(status, detail.strip(), protections=installed, **output)
-    if timed_out or returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+    head, *words = first.split(" ")
+    if head == token and words and words[0] in ("passed", "failed", "timeout"):
+        installed = tuple(p.replace("_", " ") for p in words[1:])
+        return Verdict(words[0], detail.strip(), protections=installed, **output)
+    cpu_limit = returncode == -signal.SIGXCPU or (returncode == -signal.SIGKILL and output["seconds"] >= cpu_seconds)
+    if killed_for == "timeout" or cpu_limit:
         return Verdict("timeout", f"no verdict within the time limit (exit {returncode})", **output)
+    if killed_for == "disk":
+        return Verdict("crashed", f"killed: its work dir went over the disk limit ({MAX_FILES} entries or more "
+                       "than disk_mb)", **output)  # fmt: skip
     if returncode != 0 and "sandbox: could not install" in output["stderr"]:
         return Verdict("error", output["stderr"].strip().splitlines()[-1], **output)
     return Verdict("crashed", f"the process ended before the tests finished (exit {returncode})", **output)

@@ -10,8 +10,10 @@ What each layer stops:
     beneath the Python installation and the system library dirs; with ABI >= 4 no TCP bind/connect, with ABI >= 6
     no signals to processes outside the sandbox and no abstract unix sockets.
   * seccomp (x86_64 and aarch64): no new processes (fork, vfork, clone without CLONE_THREAD, clone3), no exec,
-    no sockets, no signals except to itself, no ptrace / process_vm_*, namespaces, io_uring, bpf, perf events,
-    keyrings, userfaultfd, and no raising of resource limits. Threads still work.
+    no sockets, no signals except to itself (nor through fcntl's F_SETOWN), no ptrace / process_vm_*, namespaces,
+    io_uring, bpf, perf events, keyrings, userfaultfd, memfd_create, System V IPC, no changes to file metadata
+    (mode, owner, times, extended attributes: Landlock does not cover them) and no raising of resource limits.
+    Threads still work.
 
 Each function returns the name of the protection it installed, or raises OSError; `confine` reports the list.
 """
@@ -160,12 +162,21 @@ SYSCALLS = {
     "setns": (308, 268), "pidfd_open": (434, 434), "pidfd_send_signal": (424, 424), "rt_sigqueueinfo": (129, 138),
     "rt_tgsigqueueinfo": (297, 240), "io_uring_setup": (425, 425), "bpf": (321, 280), "perf_event_open": (298, 241),
     "userfaultfd": (323, 282), "keyctl": (250, 219), "add_key": (248, 217), "request_key": (249, 218),
-    "setrlimit": (160, 164), "prlimit64": (302, 261),
+    "setrlimit": (160, 164), "prlimit64": (302, 261), "memfd_create": (319, 279), "fcntl": (72, 25),
+    # file metadata (Landlock does not cover it): mode, owner, times, extended attributes
+    "chmod": (90, None), "fchmod": (91, 52), "fchmodat": (268, 53), "fchmodat2": (452, 452), "chown": (92, None),
+    "fchown": (93, 55), "lchown": (94, None), "fchownat": (260, 54), "utime": (132, None), "utimes": (235, None),
+    "futimesat": (261, None), "utimensat": (280, 88), "setxattr": (188, 5), "lsetxattr": (189, 6),
+    "fsetxattr": (190, 7), "removexattr": (197, 14), "lremovexattr": (198, 15), "fremovexattr": (199, 16),
+    "setxattrat": (463, 463), "removexattrat": (466, 466),
+    # System V IPC: its objects outlive the process (shared memory escapes the address-space limit)
+    "shmget": (29, 194), "shmat": (30, 196), "shmctl": (31, 195), "shmdt": (67, 197), "semget": (64, 190),
+    "semop": (65, 193), "semctl": (66, 191), "semtimedop": (220, 192), "msgget": (68, 186), "msgsnd": (69, 189),
+    "msgrcv": (70, 188), "msgctl": (71, 187),
 }  # fmt: skip
-DENIED = ("fork", "vfork", "execve", "execveat", "tkill", "socket", "ptrace", "process_vm_readv",
-          "process_vm_writev", "unshare", "setns", "pidfd_open", "pidfd_send_signal", "rt_sigqueueinfo",
-          "rt_tgsigqueueinfo", "io_uring_setup", "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key",
-          "request_key", "setrlimit")  # fmt: skip
+ALWAYS_ALLOWED = ("clone", "clone3", "kill", "tgkill", "prlimit64", "fcntl")  # filtered on their arguments
+DENIED = tuple(name for name in SYSCALLS if name not in ALWAYS_ALLOWED)
+F_SETOWN, F_SETSIG, F_SETOWN_EX = 8, 10, 15  # fcntl commands that would make the kernel signal another process
 X32_SYSCALL_BIT = 0x40000000
 RET_ALLOW, RET_KILL_PROCESS = 0x7FFF0000, 0x80000000
 LD_ABS, JEQ, JSET, JGE, RET = 0x20, 0x15, 0x45, 0x35, 0x06
@@ -208,6 +219,8 @@ def seccomp_program(arch: str, own_pid: int) -> list[Instruction]:
     new_limit_low, new_limit_high = _arg_low(2), (LD_ABS, 0, 0, OFFSET_ARGS + 8 * 2 + 4)
     read_only = [new_limit_low, (JEQ, 0, 3, 0), new_limit_high, (JEQ, 0, 1, 0), (RET, 0, 0, RET_ALLOW), deny]
     program += _when(numbers["prlimit64"], read_only)
+    signal_owner = [_arg_low(1), (JEQ, 2, 0, F_SETOWN), (JEQ, 1, 0, F_SETSIG), (JEQ, 0, 1, F_SETOWN_EX), deny]
+    program += _when(numbers["fcntl"], [*signal_owner, (RET, 0, 0, RET_ALLOW)])
     program.append((RET, 0, 0, RET_ALLOW))
     return program
 

@@ -169,7 +169,10 @@ def is_equivalent(prediction: str, reference: str) -> bool:
 def grade(response: str, reference: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> MathGrade:
     """Grade a full response against a reference, which may be a bare answer or a full solution with a final
     answer in it. `timeout_s` bounds the sympy comparison (wall clock). Thread-safe, never raises on any strings;
-    raises RuntimeError only if the helper process cannot start at all (a broken installation)."""
+    raises RuntimeError only if the helper process cannot start at all (a broken installation), and ValueError
+    unless `timeout_s` is positive and finite."""
+    if not 0 < timeout_s < float("inf"):
+        raise ValueError(f"timeout_s must be positive and finite, got {timeout_s}")
     answer = extract_answer(response)
     if answer is None:
         return MathGrade("unparseable", None)
@@ -204,6 +207,7 @@ def _delimited_content(match: re.Match[str]) -> str:
 _LATEX_SPACE_RE = re.compile(r"\\[,!;: ]|\\q?quad(?![A-Za-z])")
 _DEGREES_RE = re.compile(r"\s*(?:\^\s*\{?\s*\\circ\s*\}?|°)$")
 _PERCENT_RE = re.compile(r"\s*\\?%$")
+_CURRENCY_RE = re.compile(r"^\\?\$\s*")
 _DECIMAL_RE = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+")
 _FRACTION_RE = re.compile(
     r"(?P<sign>[+-]?)(?:\\[dt]?frac\{(?P<num>[+-]?\d+)\}\{(?P<den>[+-]?\d+)\}|"
@@ -221,7 +225,7 @@ class _Number:
 def _plain_number(text: str) -> _Number | None:
     """`text` as a plain number, or None when it is anything else (left to math-verify)."""
     text = _LATEX_SPACE_RE.sub("", text).replace("{,}", ",").strip()
-    text = _DEGREES_RE.sub("", text).removeprefix("\\$").strip()
+    text = _CURRENCY_RE.sub("", _DEGREES_RE.sub("", text)).strip()
     percent = _PERCENT_RE.search(text) is not None
     text = _PERCENT_RE.sub("", text)
     value = _plain_value(text)
@@ -268,9 +272,12 @@ class _Worker:
     """One helper process and its pipes, used by a single thread of the process that started it."""
 
     def __init__(self) -> None:
-        process = subprocess.Popen(
-            _WORKER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_environment()
-        )
+        try:
+            process = subprocess.Popen(
+                _WORKER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_environment()
+            )
+        except OSError as error:
+            raise RuntimeError(f"math grader: cannot start `{' '.join(_WORKER_COMMAND)}`: {error}") from error
         if process.stdin is None or process.stdout is None:
             raise RuntimeError("math grader: helper process started without pipes")
         self.owner_pid = os.getpid()
@@ -297,11 +304,10 @@ class _Worker:
                 "prediction": prediction,
                 "reference": reference,
                 "float_rounding": FLOAT_ROUNDING,
-                "limit_s": max(timeout_s, 0.0) + _BACKSTOP_S,
+                "limit_s": timeout_s + _BACKSTOP_S,
             }
         )
-        while (line := self._read_line(deadline)) is not None:
-            reply = json.loads(line)
+        while (reply := self._read_reply(deadline)) is not None:
             if reply.get("id") == self._last_id:  # replies to requests abandoned by an interrupt are skipped
                 return cast(Status, reply["status"])
         return "timeout"
@@ -313,10 +319,10 @@ class _Worker:
         if self._ready:
             return
         try:
-            line = self._read_line(time.monotonic() + STARTUP_TIMEOUT_S)
+            reply = self._read_reply(time.monotonic() + STARTUP_TIMEOUT_S)
         except _WorkerDied:
-            line = None
-        if line is None or json.loads(line) != {"ready": True}:
+            reply = None
+        if reply != {"ready": True}:
             self.stop()
             raise RuntimeError(f"math grader: `{' '.join(_WORKER_COMMAND)}` did not start (see its stderr)")
         self._ready = True
@@ -327,6 +333,15 @@ class _Worker:
             self._stdin.flush()
         except OSError as error:  # BrokenPipeError: the helper is gone
             raise _WorkerDied from error
+
+    def _read_reply(self, deadline: float) -> dict[str, Any] | None:
+        """The next JSON object from the helper (other lines are skipped), or None if none arrived by `deadline`."""
+        while (line := self._read_line(deadline)) is not None:
+            with contextlib.suppress(ValueError):
+                reply = json.loads(line)
+                if isinstance(reply, dict):
+                    return reply
+        return None
 
     def _read_line(self, deadline: float) -> bytes | None:
         """The next line from the helper, or None if none arrived by `deadline`."""

@@ -214,6 +214,11 @@ class ArithTask:
     def final_answer(self, example: Example) -> str:
         return str(example["answer"])
 
+    def messages(self, example: Example) -> list[dict[str, str]]:
+        """The question as one user turn, asking for the solution format `score` reads."""
+        instruction = 'Solve it one step per line, "a op b = c", then end with "Answer: N".'
+        return [{"role": "user", "content": f"{example['question']}\n{instruction}"}]
+
     # -- generation ----------------------------------------------------------------------------------------------
 
     def _sample_step(self, value: int, rng: random.Random) -> Operation | None:

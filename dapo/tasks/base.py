@@ -28,6 +28,10 @@ class Task(Protocol):
         """The text the policy continues; a worked solution is appended to it verbatim."""
         ...
 
+    def messages(self, example: Example) -> list[dict[str, str]]:
+        """The problem as chat turns for `tokenizer.apply_chat_template` (the chat form of `prompt`)."""
+        ...
+
     def score(self, example: Example, response: str) -> float:
         """Reward of `response` for `example`: 1.0 correct, 0.0 wrong. Must not depend on anything else."""
         ...

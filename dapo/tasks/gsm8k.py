@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dapo.graders.math import grade
 from dapo.tasks.base import Example
 from dapo.tasks.sources import check_fields, load_rows, with_ids
 
@@ -69,8 +70,6 @@ class GSM8KTask:
         """1.0 iff the response's final answer equals the "#### N" number; never raises on any string."""
         if not isinstance(response, str):
             return 0.0
-        from dapo.graders.math import grade  # TEMP until dapo.graders.math lands
-
         return 1.0 if grade(response, self.final_answer(example)).correct else 0.0
 
     def reference_solution(self, example: Example) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dapo.graders.math import extract_answer, grade
 from dapo.tasks.base import Example
 from dapo.tasks.sources import check_fields, load_rows, with_ids
 
@@ -31,7 +32,7 @@ class MathTask:
     """Hugging Face hub dataset, local file (.jsonl, .jsonl.gz, .json, .parquet) or folder of {split}.jsonl files,
     with rows in the Hendrycks MATH or the MATH-500 format. Offline, only local paths work."""
     subset: str | None = None
-    """Hub configuration (e.g. "algebra" for EleutherAI/hendrycks_math); None for datasets that have one."""
+    """Hub configuration (e.g. "algebra" for EleutherAI/hendrycks_math); None if the dataset has only one."""
 
     def load(self, split: str) -> Sequence[Example]:
         """Rows of `split` as stored, plus an "id"; every row must have a problem, a solution and a final answer."""
@@ -55,8 +56,6 @@ class MathTask:
         """1.0 iff the response's final answer is equivalent to the reference one; never raises on any string."""
         if not isinstance(response, str):
             return 0.0
-        from dapo.graders.math import grade  # TEMP until dapo.graders.math lands
-
         return 1.0 if grade(response, self.final_answer(example)).correct else 0.0
 
     def reference_solution(self, example: Example) -> str | None:
@@ -66,6 +65,4 @@ class MathTask:
         """The row's `answer` (MATH-500), else the last `\\boxed{}` of its solution (Hendrycks MATH); "" if none."""
         if "answer" in example:
             return str(example["answer"])
-        from dapo.graders.math import extract_answer  # TEMP until dapo.graders.math lands
-
         return extract_answer(str(example["solution"])) or ""
