@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from dapo.graders.code import default_workers
 from dapo.sampling import Generator, SamplingParams
 from dapo.tasks.base import Example, Task
 
@@ -121,8 +121,9 @@ def evaluate_examples(
 
 
 def score_responses(task: Task, examples: Sequence[Example], responses: Sequence[Sequence[str]]) -> list[list[float]]:
-    """`task.score` of every response, (problems, samples), computed in a long-lived pool of one thread per core
-    (long-lived, because graders may keep per-thread helpers: the math grader's process, for instance)."""
+    """`task.score` of every response, (problems, samples), computed in a long-lived pool of two threads per core
+    (as many as sandboxed code checks use well; long-lived, because graders may keep per-thread helpers: the math
+    grader's process, for instance)."""
     pairs = [(ex, r) for ex, rs in zip(examples, responses, strict=True) for r in rs]
     flat = list(_scoring_pool().map(lambda pair: float(task.score(*pair)), pairs))
     scores, position = [], 0
@@ -134,7 +135,7 @@ def score_responses(task: Task, examples: Sequence[Example], responses: Sequence
 
 @functools.cache
 def _scoring_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="dapo-score")
+    return ThreadPoolExecutor(max_workers=default_workers(), thread_name_prefix="dapo-score")
 
 
 def mean_ci95(values: Sequence[float]) -> tuple[float, float]:

@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 from dapo.actor import ActorModule
 from dapo.advantages import AdvantageConfig, run_advantages
 from dapo.callbacks import BenchmarkEval
-from dapo.callbacks.benchmark_eval import interleave
+from dapo.callbacks.benchmark_eval import _gather, interleave
 from dapo.cli import cli_main
 from dapo.data_modules import StepDataModule
 from dapo.evaluation import EvalResult, pass_at_k
@@ -44,6 +44,23 @@ def test_eval_result_with_several_samples():
     assert result.pass_at(2) == pytest.approx(5 / 12)
     low, high = result.ci95()  # normal interval over the per-problem scores 0.5 and 0
     assert low < 0.25 < high
+
+
+def _gather_on_rank(rank: int, store: str, out: str) -> None:
+    """One of two gloo processes: hold problems rank, rank + 2, ... of 5 and gather them all."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    ids = [f"p{i}" for i in range(5)][rank::2]
+    scores = [[float(int(i[1:]) % 2)] for i in ids]
+    merged = _gather(EvalResult("t", "test", scores, 0.0, ids, [[f"r{i}"] for i in ids]), world_size=2)
+    Path(out, f"rank{rank}.json").write_text(json.dumps([merged.ids, merged.sample_scores, merged.responses]))
+    torch.distributed.destroy_process_group()
+
+
+def test_scores_are_gathered_across_two_processes(tmp_path):
+    torch.multiprocessing.spawn(_gather_on_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    expected = [[f"p{i}" for i in range(5)], [[float(i % 2)] for i in range(5)], [[f"rp{i}"] for i in range(5)]]
+    for rank in range(2):  # every rank logs the same, complete figures
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == expected
 
 
 def test_interleave_undoes_rank_sharding():
@@ -127,3 +144,20 @@ def test_evaluate_uses_the_chat_template_when_the_tokenizer_has_one(policy_dir, 
     assert summary["chat"] is True and first["prompt"].startswith(f"<user>{question}\n")
     assert first["prompt"].endswith("<assistant>")
     assert _evaluate(str(chat_policy), tmp_path / "plain", "--chat", "false")["chat"] is False
+
+
+@pytest.mark.parametrize(
+    ("task", "data"),
+    [("humaneval", None), ("mbpp", "mbpp_sanitized.jsonl"), ("gsm8k", "gsm8k.jsonl"), ("math", "math500.jsonl")],
+)
+def test_evaluate_runs_on_every_benchmark_task(task, data, policy_dir, tmp_path):
+    """The arith policy cannot solve these; what is checked is that every task's loading, prompting, generation
+    and (sandboxed or math-verified) scoring runs through `dapo evaluate` and is summarised consistently."""
+    args = ["--task", task, "--limit", "3", "--max_new_tokens", "8", "--out", str(tmp_path / task)]
+    if data:
+        args += ["--data", str(Path(__file__).parent / "fixtures" / "tasks" / data)]
+    cli_main(["evaluate", "--model", policy_dir, *args])
+    summary = json.loads((tmp_path / task / "summary.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / task / "examples.jsonl").read_text().splitlines()]
+    assert summary["problems"] == len(rows) == 3 and summary["task"] == task
+    assert summary["accuracy"] == pytest.approx(sum(r["scores"][0] for r in rows) / 3)

@@ -35,6 +35,7 @@ from dapo.sampling import SamplingParams
 from dapo.steps import split_steps
 from dapo.tasks.arith import ArithTask, apply_op, inject_mistake
 from dapo.tasks.base import Example, problem_rows
+from dapo.tasks.gsm8k import GSM8KTask
 
 PATTERNS = ["CWCWCWCW", "CWWWWWWE", "CCCCCCWD", "CCWDDEBE", "EEEEEEEE"]
 N_SAMPLES, N_KEEP, N_ROLLOUTS = 8, 6, 4
@@ -354,3 +355,38 @@ def test_generator_output_shape_checked(problems: Path, tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match=r"returned \[8\] continuations for 2 prompts; expected 8 each"):
         run_rollouts(_config(problems, tmp_path / "o"), Short(_examples()), _task())
+
+
+class GSM8KAnswers:
+    """Samples and rollouts for GSM8K prompts: even-numbered ones give the right final answer (as "The answer is
+    N", or boxed), odd-numbered ones the answer plus one."""
+
+    tokens_generated = 0
+
+    def __init__(self, task: GSM8KTask, examples: Sequence[Example]) -> None:
+        self.answers = {task.prompt(ex): int(task.final_answer(ex)) for ex in examples}
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[str]]:
+        outputs = []
+        for text in prompts:
+            answer = next(a for p, a in self.answers.items() if text.startswith(p))
+            finals = [answer + j % 2 for j in range(params.n)]
+            if params.n == N_SAMPLES:  # solutions: two steps, then the answer
+                outputs.append([f"First step.\nSecond step, try {j}.\n\\boxed{{{a}}}" for j, a in enumerate(finals)])
+            else:
+                outputs.append([f"The answer is {a:,}." for a in finals])
+        return outputs
+
+
+def test_stage_a_on_gsm8k_rewards_with_the_math_grader(tmp_path: Path) -> None:
+    task = GSM8KTask(data=str(Path(__file__).parent / "fixtures" / "tasks" / "gsm8k.jsonl"))
+    examples = list(task.load("train"))[:3]
+    problems = write_records(problem_rows(task, examples), tmp_path / "p", "problems", Provenance(producer="test"))
+    config = _config(problems, tmp_path / "out", n_keep=4, limit=None)
+    run_rollouts(config, GSM8KAnswers(task, examples), task)
+
+    solutions = _rows(tmp_path / "out", "solutions")
+    assert Counter(row["reward"] for row in solutions) == {1.0: 6, 0.0: 6}  # 2 right + 2 wrong kept per problem
+    for row in _rows(tmp_path / "out", "states"):
+        if row["n_rollouts"]:
+            assert row["completion_rewards"] == [1.0, 0.0, 1.0, 0.0] and row["mc_value"] == 0.5
