@@ -58,6 +58,8 @@ class BenchmarkEval(L.Callback):
         """
         if every_n_validations < 1 or limit < 1:
             raise ValueError(f"every_n_validations and limit must be >= 1, got {every_n_validations}, {limit}")
+        if n > 1 and temperature == 0:
+            raise ValueError(f"n={n} greedy samples would all be identical; set temperature > 0 or n=1")
         self.task, self.split, self.limit, self.every = task, split, limit, every_n_validations
         self.params = SamplingParams(n=n, temperature=temperature, max_new_tokens=max_new_tokens)
         self.samples_to_log, self.batch_size, self.tokenizer_path = samples_to_log, batch_size, tokenizer_path
@@ -86,13 +88,15 @@ class BenchmarkEval(L.Callback):
 
         from dapo.generation import HFGenerator
 
-        if self._examples is None:
-            self._examples = list(self.task.load(self.split))[: self.limit]
+        if self._examples is None:  # ids by position in the whole subset, so gathered shards line up
+            examples = list(self.task.load(self.split))[: self.limit]
+            self._examples = [{"id": f"{self.task.name}-{i}", **ex} for i, ex in enumerate(examples)]
         if self._tokenizer is None:
             self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path or pl_module.hparams["model_path"])
         generator = HFGenerator(pl_module.model, self._tokenizer, batch_size=self.batch_size)  # type: ignore[arg-type]
         mine = self._examples[rank::world_size]
-        return evaluate_examples(generator, self.task, mine, self.params, self.split)
+        per_call = max(1, self.batch_size // self.params.n)
+        return evaluate_examples(generator, self.task, mine, self.params, self.split, problems_per_call=per_call)
 
     def _log_samples(self, trainer: L.Trainer, result: EvalResult, prefix: str) -> None:
         examples = {str(ex.get("id", i)): ex for i, ex in enumerate(self._examples or [])}

@@ -29,9 +29,12 @@ from dapo.tasks.base import Example, Task
 def chat_renderer(task: Task, tokenizer: Any) -> Callable[[Example], str]:
     """Render an example as the tokenizer's chat template applied to the task's messages, ready for generation."""
 
+    # The generator tokenizes prompts with the tokenizer's special tokens, so a BOS the template writes would double.
+    bos = tokenizer.bos_token if tokenizer.bos_token_id in tokenizer("").input_ids else None
+
     def render(example: Example) -> str:
-        messages = task.messages(example)
-        return str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        text = str(tokenizer.apply_chat_template(task.messages(example), add_generation_prompt=True, tokenize=False))
+        return text[len(bos) :] if bos and text.startswith(bos) else text
 
     return render
 
@@ -39,13 +42,12 @@ def chat_renderer(task: Task, tokenizer: Any) -> Callable[[Example], str]:
 def summarize(result: EvalResult, ks: list[int], settings: dict[str, Any]) -> dict[str, Any]:
     """The summary's JSON content: settings, accuracy with its 95% interval, pass@k, time."""
     low, high = result.ci95()
-    samples = min(len(s) for s in result.sample_scores)
     return {
         **settings,
         "problems": result.n,
         "accuracy": result.accuracy,
         "ci95": [low, high],
-        "pass_at_k": {str(k): result.pass_at(k) for k in ks if k <= samples},
+        "pass_at_k": {str(k): result.pass_at(k) for k in ks},
         "seconds": result.seconds,
     }
 
@@ -89,6 +91,8 @@ def evaluate(
     if not Path(model).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise FileNotFoundError(f"model {model!r} is not a local folder, and the hub is off (HF_HUB_OFFLINE=1)")
     ks = sorted(set(k or ([1, n] if n > 1 else [1])))
+    if ks[0] < 1 or ks[-1] > n:
+        raise ValueError(f"every k of pass@k must be in 1..n={n}, got {ks}")
     target = task_named(task, data)
     examples = list(target.load(split))[:limit]
     if not examples:
@@ -98,9 +102,8 @@ def evaluate(
     render = chat_renderer(target, generator.tokenizer) if use_chat else target.prompt
     params = SamplingParams(n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     with tqdm(total=len(examples), desc=f"evaluate {task}", unit="problem") as bar:
-        result = evaluate_examples(
-            generator, target, examples, params, split, render, lambda done: bar.update(done - bar.n)
-        )
+        progress, per_call = (lambda done: bar.update(done - bar.n)), max(1, batch_size // n)
+        result = evaluate_examples(generator, target, examples, params, split, render, progress, per_call)
     settings = {"model": model, "task": task, "data": data, "split": split, "n": n, "temperature": temperature}
     settings |= {"max_new_tokens": max_new_tokens, "chat": use_chat, "seed": seed}
     summary = summarize(result, ks, settings) | {"tokens_generated": generator.tokens_generated}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,6 @@ from dapo.sampling import Generator, SamplingParams
 from dapo.tasks.base import Example, Task
 
 Z95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
-PROBLEMS_PER_CALL = 16  # prompts per generate call: the unit of progress (and of sampling seeds)
 
 
 @dataclass
@@ -103,14 +103,16 @@ def evaluate_examples(
     split: str = "test",
     render: Callable[[Example], str] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    problems_per_call: int = 64,
 ) -> EvalResult:
-    """Generate for `examples` PROBLEMS_PER_CALL at a time (calling `on_progress(problems done)` after each call),
-    render prompts with `render` (default `task.prompt`), and score every response in a thread pool."""
+    """Generate for `examples` `problems_per_call` at a time (the unit of progress, `on_progress(problems done)`,
+    and of sampling seeds), render prompts with `render` (default `task.prompt`), and score every response in a
+    thread pool."""
     start = time.perf_counter()
     render = render or task.prompt
     responses: list[list[str]] = []
-    for offset in range(0, len(examples), PROBLEMS_PER_CALL):
-        batch = examples[offset : offset + PROBLEMS_PER_CALL]
+    for offset in range(0, len(examples), problems_per_call):
+        batch = examples[offset : offset + problems_per_call]
         call = SamplingParams(**{**vars(params), "seed": params.seed + offset})
         responses += generator.generate([render(ex) for ex in batch], call)
         if on_progress is not None:
@@ -136,6 +138,9 @@ def score_responses(task: Task, examples: Sequence[Example], responses: Sequence
 @functools.cache
 def _scoring_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=default_workers(), thread_name_prefix="dapo-score")
+
+
+os.register_at_fork(after_in_child=_scoring_pool.cache_clear)  # a forked child has none of the pool's threads
 
 
 def mean_ci95(values: Sequence[float]) -> tuple[float, float]:

@@ -114,7 +114,10 @@ LOOPS = {
     "sleep": "import time\ntime.sleep(1000)\n",
     "busy_ignoring_sigxcpu": """
 import signal
-signal.signal(signal.SIGXCPU, signal.SIG_IGN)
+try:
+    signal.signal(signal.SIGXCPU, signal.SIG_IGN)
+except ValueError:  # the program runs in a worker thread, where it cannot; it spins anyway
+    pass
 while True:
     pass
 """,
@@ -124,7 +127,10 @@ def spin():
     while True:
         pass
 for _ in range(4):
-    threading.Thread(target=spin, daemon=True).start()
+    try:
+        threading.Thread(target=spin, daemon=True).start()
+    except RuntimeError:  # refused by the sandbox (can't start new thread); spin alone
+        pass
 spin()
 """,
     "sleep_swallowing_everything": """
@@ -435,4 +441,76 @@ while frame is not None:
         request["test"] = "pass"
     frame = frame.f_back
 """,
+}
+
+# -- forging from inside the interpreter: reach the runner's frame (token, verdict pipe) or skip the tests' lines --
+INTROSPECTION = {  # name: (source, the refusal in the verdict's detail; None: the token is simply not there)
+    "write_the_token_from_the_caller_frames": (
+        """
+import os, sys
+frame = sys._getframe()
+while frame is not None:
+    if "token" in frame.f_locals:
+        os.write(frame.f_locals["verdict_fd"], (frame.f_locals["token"] + " passed\\n").encode())
+        os._exit(0)
+    frame = frame.f_back
+""",
+        None,
+    ),
+    "frame_of_the_main_thread": (
+        """
+import os, sys, threading
+frame = sys._current_frames()[threading.main_thread().ident]
+""",
+        "PermissionError: sandbox:",
+    ),
+    "skip_the_test_lines_with_a_tracer": (
+        """
+import sys
+def skip(frame, event, arg):
+    if frame.f_code.co_filename == "<test>" and event == "line":
+        frame.f_lineno += 1
+    return skip
+sys.settrace(skip)
+""",
+        "PermissionError: sandbox:",
+    ),
+    "find_the_token_on_the_heap": (
+        """
+import gc, os
+for thing in gc.get_objects():
+    if isinstance(thing, dict) and "token" in thing:
+        os.write(thing["verdict_fd"], (thing["token"] + " passed\\n").encode())
+        os._exit(0)
+""",
+        "PermissionError: sandbox:",
+    ),
+    "rewrite_the_outcome_from_another_thread": (
+        """
+import sys, threading, time
+outcome = sys._getframe(1).f_locals["outcome"]
+def rewrite():
+    time.sleep(0.2)
+    outcome[:] = [None]
+threading.Thread(target=rewrite).start()
+""",
+        "can't start new thread",
+    ),
+    "record_success_before_failing": (
+        """
+import sys
+frame = sys._getframe()
+while "outcome" not in frame.f_locals:
+    frame = frame.f_back
+frame.f_locals["outcome"].append(None)
+""",
+        "the program tampered with the outcome",
+    ),
+    "call_the_c_api_through_ctypes": (
+        """
+import ctypes
+ctypes.pythonapi.PyFrame_LocalsToFast
+""",
+        "PermissionError: sandbox:",
+    ),
 }

@@ -20,9 +20,10 @@ from dapo.callbacks import BenchmarkEval
 from dapo.callbacks.benchmark_eval import _gather, interleave
 from dapo.cli import cli_main
 from dapo.data_modules import StepDataModule
-from dapo.evaluation import EvalResult, pass_at_k
+from dapo.evaluation import EvalResult, evaluate_examples, pass_at_k
 from dapo.records import Provenance, write_records
-from dapo.tasks import ArithTask
+from dapo.sampling import SamplingParams
+from dapo.tasks import ArithTask, task_named
 
 
 def test_pass_at_k_by_hand():
@@ -90,10 +91,10 @@ def test_evaluate_writes_a_summary_and_one_row_per_problem(policy_dir, tmp_path)
 
 
 def test_evaluate_with_samples_reports_pass_at_k(policy_dir, tmp_path):
-    summary = _evaluate(policy_dir, tmp_path / "sampled", "--n", "4", "--temperature", "1.0", "--k", "[1, 2, 8]")
+    summary = _evaluate(policy_dir, tmp_path / "sampled", "--n", "4", "--temperature", "1.0", "--k", "[1, 2]")
     rows = [json.loads(line) for line in (tmp_path / "sampled" / "examples.jsonl").read_text().splitlines()]
     assert all(len(r["responses"]) == 4 == len(r["scores"]) for r in rows)
-    assert set(summary["pass_at_k"]) == {"1", "2"}  # k=8 > n is left out
+    assert set(summary["pass_at_k"]) == {"1", "2"}
     assert summary["pass_at_k"]["1"] <= summary["pass_at_k"]["2"]
     assert summary["pass_at_k"]["1"] == pytest.approx(sum(sum(r["scores"]) / 4 for r in rows) / 12)
 
@@ -101,6 +102,8 @@ def test_evaluate_with_samples_reports_pass_at_k(policy_dir, tmp_path):
 def test_evaluate_refuses_bad_settings(policy_dir, tmp_path):
     with pytest.raises(ValueError, match="temperature"):
         _evaluate(policy_dir, tmp_path / "x", "--n", "4")
+    with pytest.raises(ValueError, match="pass@k"):
+        _evaluate(policy_dir, tmp_path / "x", "--n", "2", "--temperature", "1", "--k", "[1, 4]")
     with pytest.raises(FileNotFoundError, match="not a local folder"):
         _evaluate(str(tmp_path / "missing"), tmp_path / "y")
     with pytest.raises(ValueError, match="unknown task"):
@@ -161,3 +164,26 @@ def test_evaluate_runs_on_every_benchmark_task(task, data, policy_dir, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / task / "examples.jsonl").read_text().splitlines()]
     assert summary["problems"] == len(rows) == 3 and summary["task"] == task
     assert summary["accuracy"] == pytest.approx(sum(r["scores"][0] for r in rows) / 3)
+
+
+class ReferenceSolutions:
+    """A generator that answers every prompt with the task's reference solution (greedy, one response)."""
+
+    tokens_generated = 0
+
+    def __init__(self, task, examples) -> None:
+        self.solutions = {task.prompt(ex): task.reference_solution(ex) for ex in examples}
+
+    def generate(self, prompts, params):
+        return [[self.solutions[p]] * params.n for p in prompts]
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [("humaneval", None), ("mbpp", "mbpp.jsonl"), ("gsm8k", "gsm8k.jsonl"), ("math", "math.jsonl"), ("arith", None)],
+)
+def test_reference_solutions_score_full_marks_through_evaluation(name, data):
+    task = task_named(name, data and str(Path(__file__).parent / "fixtures" / "tasks" / data))
+    examples = list(task.load("test"))[:20]
+    result = evaluate_examples(ReferenceSolutions(task, examples), task, examples, SamplingParams(temperature=0.0))
+    assert result.n == len(examples) and result.accuracy == 1.0

@@ -18,6 +18,7 @@ from dapo.graders.confine import (
     RET_ALLOW,
     RET_KILL_PROCESS,
     SYSCALLS,
+    no_threads_program,
     seccomp_program,
 )
 
@@ -79,3 +80,20 @@ def test_foreign_architecture_and_x32_calls_are_killed():
     program = seccomp_program("x86_64", OWN_PID)
     assert run_filter(program, 0, audit_arch=0x40000003) == RET_KILL_PROCESS  # i386 entry point
     assert run_filter(program, 0x40000000 | 59) == RET_KILL_PROCESS  # x32 execve
+
+
+def test_the_untrusted_thread_cannot_start_threads():
+    program = no_threads_program("x86_64")
+    clone, clone3 = SYSCALLS["clone"][0], SYSCALLS["clone3"][0]
+    assert run_filter(program, clone, (0x3D0F00 | CLONE_THREAD, 0, 0, 0, 0, 0)) == EPERM
+    assert run_filter(program, clone3) == EPERM
+    assert run_filter(program, 0) == RET_ALLOW
+
+
+def test_no_one_else_can_be_made_the_owner_of_our_signals():
+    program = seccomp_program("x86_64", OWN_PID)
+    fcntl, ioctl = SYSCALLS["fcntl"][0], SYSCALLS["ioctl"][0]
+    assert run_filter(program, fcntl, (3, 8, 1, 0, 0, 0)) == EPERM  # F_SETOWN
+    assert run_filter(program, fcntl, (3, 1, 0, 0, 0, 0)) == RET_ALLOW  # F_GETFD
+    assert run_filter(program, ioctl, (3, 0x8901, 0, 0, 0, 0)) == EPERM  # FIOSETOWN
+    assert run_filter(program, ioctl, (1, 0x5401, 0, 0, 0, 0)) == RET_ALLOW  # TCGETS

@@ -63,6 +63,23 @@ def test_extract_answer(response: str, expected: str | None) -> None:
     assert extract_answer(response) == expected
 
 
+@pytest.mark.parametrize(
+    ("response", "reference", "status"),
+    [
+        ("The answer is 28 stickers.", "28", "correct"),  # units after the number
+        ("The answer is 28, since 18 + 10 = 28.", "28", "correct"),  # an explanation after a comma
+        ("So the answer is 1,250 dollars.", "1250", "correct"),
+        ("The answer is $12.50 dollars.", "12.5", "correct"),
+        ("The answer is 18 because 36 / 2 = 18.", "18", "correct"),
+        ("The answer is 19 stickers.", "28", "wrong"),
+        ("The answer is 1, 2, 3.", "\\{1,2,3\\}", "correct"),  # a list stays whole
+    ],
+)
+def test_answers_followed_by_words(response: str, reference: str, status: str) -> None:
+    """GSM8K-style sentences: the number is the answer, the words after it are not."""
+    assert grade(response, reference).status == status
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(st.sampled_from([*"\\{}$#.: 1xz\n", "\\boxed", "\\fbox", "answer is", "####", "\\{", "**"])).map("".join)

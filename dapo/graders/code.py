@@ -22,13 +22,16 @@ Protects against, on Linux x86_64 / aarch64 with Landlock (checked on this proje
   * killing or tracing the harness: signals only to itself (seccomp, including fcntl's F_SETOWN; Landlock ABI
     >= 6 scopes them too), no ptrace; as root, every capability is dropped first;
   * forged verdicts: a pass is only a random per-check token followed by "passed" on a private pipe, written
-    after the tests ran; the exit status and printed text count for nothing; the runner binds exec, dict and
-    os.write before the program runs, and the tests run with a copy of the builtins taken before then.
+    by the runner's main thread after the tests ran; the exit status and printed text count for nothing. The
+    program and tests run in a worker thread that cannot start threads, with an audit hook refusing tracing,
+    other threads' frames, heap walks, raw memory reads and C-API calls through ctypes, so the token (on the main
+    thread's stack) is out of reach; the tests run with a copy of the builtins taken before the program ran.
 
 Does not protect against:
-  * a program written against this harness that digs the token out of the runner's memory (it shares the
-    interpreter with the tests), or that patches modules the tests import (e.g. `math.isclose`), or returns
-    objects whose `__eq__` is always true: the sandbox keeps the machine safe; it does not prove a program honest;
+  * a program written against this harness that finds another way into the main thread's memory, patches
+    modules the tests import (e.g. `math.isclose`), or returns objects whose `__eq__` is always true: the
+    sandbox keeps the machine safe and defeats the generic cheats; it does not prove a program honest;
+  * programs that need threads or signal handlers (refused in the worker thread);
   * learning that paths exist (stat works everywhere; only reading is refused), CPU or memory contention between
     concurrent checks, up to `disk_mb` written between two looks at the work dir, kernel exploits, side channels;
   * other platforms: without Landlock or seccomp the runner still applies rlimits and the process-group kill,
@@ -94,8 +97,8 @@ class Verdict:
 def check(program: str, test: str, timeout: float = 10.0, limits: SandboxLimits | None = None) -> Verdict:
     """Run `program`, then `test` (Python source that raises when the program is wrong) in one namespace, in a
     sandboxed subprocess; pass only if the test code finishes within `timeout` seconds."""
-    if timeout <= 0:
-        raise ValueError(f"timeout must be > 0, got {timeout}")
+    if not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
     limits = limits or SandboxLimits()
     with tempfile.TemporaryDirectory(prefix="dapo-sandbox-") as root:
         return _run(program, test, timeout, limits, Path(root))
@@ -156,6 +159,9 @@ def _run(program: str, test: str, timeout: float, limits: SandboxLimits, root: P
                 stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=work_dir, env=env,
                 start_new_session=True, pass_fds=(verdict_write,),
             )  # fmt: skip
+    except BaseException:
+        os.close(verdict_read)
+        raise
     finally:
         os.close(verdict_write)  # the runner holds its own copy; EOF on the read end once it is gone
     try:
@@ -164,6 +170,7 @@ def _run(program: str, test: str, timeout: float, limits: SandboxLimits, root: P
         message = _read_pipe(verdict_read)
     finally:
         os.close(verdict_read)
+        _kill_group(process)  # also when interrupted (Ctrl-C): nothing of the check outlives it
     output = {
         "stdout": _head(stdout_path, limits.output_bytes),
         "stderr": _head(stderr_path, limits.output_bytes),
@@ -204,10 +211,15 @@ def _supervise(process: subprocess.Popen, request: bytes, wall_seconds: float, w
                 reason = "timeout"
             elif _disk_use(work_dir) > disk:
                 reason = "disk"
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)  # anything left in the session's group, even after a clean exit
-    process.wait()
+    _kill_group(process)
     return reason
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """Kill anything left in the check's session group (even after a clean exit) and reap the runner."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _disk_use(work_dir: Path) -> int:

@@ -10,10 +10,11 @@ What each layer stops:
     beneath the Python installation and the system library dirs; with ABI >= 4 no TCP bind/connect, with ABI >= 6
     no signals to processes outside the sandbox and no abstract unix sockets.
   * seccomp (x86_64 and aarch64): no new processes (fork, vfork, clone without CLONE_THREAD, clone3), no exec,
-    no sockets, no signals except to itself (nor through fcntl's F_SETOWN), no ptrace / process_vm_*, namespaces,
-    io_uring, bpf, perf events, keyrings, userfaultfd, memfd_create, System V IPC, no changes to file metadata
-    (mode, owner, times, extended attributes: Landlock does not cover them) and no raising of resource limits.
-    Threads still work.
+    no sockets, no signals except to itself (nor through fcntl's F_SETOWN or ioctl's FIOSETOWN), no ptrace /
+    process_vm_*, namespaces, io_uring, bpf, perf events, keyrings, userfaultfd, memfd_create, System V IPC, no
+    changes to file metadata (mode, owner, times, extended attributes: Landlock does not cover them) and no
+    raising of resource limits. Threads still work, except in the thread that runs untrusted code
+    (`forbid_threads`).
 
 Each function returns the name of the protection it installed, or raises OSError; `confine` reports the list.
 """
@@ -163,6 +164,7 @@ SYSCALLS = {
     "rt_tgsigqueueinfo": (297, 240), "io_uring_setup": (425, 425), "bpf": (321, 280), "perf_event_open": (298, 241),
     "userfaultfd": (323, 282), "keyctl": (250, 219), "add_key": (248, 217), "request_key": (249, 218),
     "setrlimit": (160, 164), "prlimit64": (302, 261), "memfd_create": (319, 279), "fcntl": (72, 25),
+    "ioctl": (16, 29),
     # file metadata (Landlock does not cover it): mode, owner, times, extended attributes
     "chmod": (90, None), "fchmod": (91, 52), "fchmodat": (268, 53), "fchmodat2": (452, 452), "chown": (92, None),
     "fchown": (93, 55), "lchown": (94, None), "fchownat": (260, 54), "utime": (132, None), "utimes": (235, None),
@@ -174,9 +176,10 @@ SYSCALLS = {
     "semop": (65, 193), "semctl": (66, 191), "semtimedop": (220, 192), "msgget": (68, 186), "msgsnd": (69, 189),
     "msgrcv": (70, 188), "msgctl": (71, 187),
 }  # fmt: skip
-ALWAYS_ALLOWED = ("clone", "clone3", "kill", "tgkill", "prlimit64", "fcntl")  # filtered on their arguments
+ALWAYS_ALLOWED = ("clone", "clone3", "kill", "tgkill", "prlimit64", "fcntl", "ioctl")  # filtered on their arguments
 DENIED = tuple(name for name in SYSCALLS if name not in ALWAYS_ALLOWED)
 F_SETOWN, F_SETSIG, F_SETOWN_EX = 8, 10, 15  # fcntl commands that would make the kernel signal another process
+FIOSETOWN, SIOCSPGRP = 0x8901, 0x8902  # ioctl commands that do the same
 X32_SYSCALL_BIT = 0x40000000
 RET_ALLOW, RET_KILL_PROCESS = 0x7FFF0000, 0x80000000
 LD_ABS, JEQ, JSET, JGE, RET = 0x20, 0x15, 0x45, 0x35, 0x06
@@ -221,8 +224,19 @@ def seccomp_program(arch: str, own_pid: int) -> list[Instruction]:
     program += _when(numbers["prlimit64"], read_only)
     signal_owner = [_arg_low(1), (JEQ, 2, 0, F_SETOWN), (JEQ, 1, 0, F_SETSIG), (JEQ, 0, 1, F_SETOWN_EX), deny]
     program += _when(numbers["fcntl"], [*signal_owner, (RET, 0, 0, RET_ALLOW)])
+    owner_ioctl = [_arg_low(1), (JEQ, 1, 0, FIOSETOWN), (JEQ, 0, 1, SIOCSPGRP), deny, (RET, 0, 0, RET_ALLOW)]
+    program += _when(numbers["ioctl"], owner_ioctl)
     program.append((RET, 0, 0, RET_ALLOW))
     return program
+
+
+def no_threads_program(arch: str) -> list[Instruction]:
+    """A second filter, stacked on `seccomp_program` by the thread that runs untrusted code: no clone at all."""
+    numbers = {name: pair[1 if arch == "aarch64" else 0] for name, pair in SYSCALLS.items()}
+    deny, kill = _ret_errno(errno.EPERM), (RET, 0, 0, RET_KILL_PROCESS)
+    program: list[Instruction] = [(LD_ABS, 0, 0, OFFSET_ARCH), (JEQ, 1, 0, AUDIT_ARCH[arch]), kill]
+    program += _when(numbers["clone"], [deny]) + _when(numbers["clone3"], [deny])
+    return [*program, (RET, 0, 0, RET_ALLOW)]
 
 
 class _SockFprog(ctypes.Structure):
@@ -232,13 +246,27 @@ class _SockFprog(ctypes.Structure):
 def apply_seccomp() -> str:
     """Install `seccomp_program` for this process (and any thread it starts). Raises OSError on other
     architectures."""
+    arch = _arch()
+    _install(seccomp_program(arch, os.getpid()))
+    return "seccomp"
+
+
+def forbid_threads() -> str:
+    """Stack `no_threads_program` on the calling thread (and so on any thread it would start)."""
+    _install(no_threads_program(_arch()))
+    return "no threads"
+
+
+def _arch() -> str:
     arch = platform.machine()
     if arch not in AUDIT_ARCH:
         raise OSError(errno.ENOSYS, f"no seccomp filter for architecture {arch}")
-    program = seccomp_program(arch, os.getpid())
+    return arch
+
+
+def _install(program: list[Instruction]) -> None:
     code = b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
     buffer = ctypes.create_string_buffer(code, len(code))
     fprog = _SockFprog(len(program), ctypes.cast(buffer, ctypes.c_void_p))
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")
-    return "seccomp"

@@ -148,13 +148,25 @@ def _after_hashes(text: str) -> str | None:
     return _clean_inline(text[position + 4 :].split("\n", 1)[0]) or None
 
 
+# A number (optionally "$"-prefixed, with thousands commas or decimals, or a percent) followed by words: units or
+# an explanation, which are not part of the answer. "1, 2, 3" (a list) does not match: a digit follows the comma.
+_NUMBER_THEN_WORDS_RE = re.compile(
+    r"\\?\$?\s*(?P<number>-?\d(?:[\d,]*\d)?(?:\.\d+)?)\s*(?P<percent>\\?%)?(?=\s+[A-Za-z]|,\s*[A-Za-z])"
+)
+
+
 def _clean_inline(line: str) -> str:
-    """The answer at the start of `line`: inside `$...$` (or `\\(...\\)`) if it starts so, else up to the end of
-    its sentence; without markdown bold or a trailing period."""
+    """The answer at the start of `line`: inside `$...$` (or `\\(...\\)`) if it starts so, else a number followed by
+    words ("28 stickers", "18, since ..."), else up to the end of its sentence; without markdown bold or a
+    trailing period."""
     line = line.strip().replace("**", "")
     delimited = _DELIMITED_RE.match(line)
-    answer = _delimited_content(delimited) if delimited else _SENTENCE_END_RE.split(line, 1)[0]
-    return answer.strip().rstrip(".").strip()
+    if delimited:
+        return _delimited_content(delimited).strip().rstrip(".").strip()
+    number = _NUMBER_THEN_WORDS_RE.match(line)
+    if number:
+        return number.group("number") + (number.group("percent") or "")
+    return _SENTENCE_END_RE.split(line, 1)[0].strip().rstrip(".").strip()
 
 
 # --------------------------------------------------------------------------------------------------- equivalence
