@@ -88,9 +88,8 @@ class BenchmarkEval(L.Callback):
 
         from dapo.generation import HFGenerator
 
-        if self._examples is None:  # ids by position in the whole subset, so gathered shards line up
-            examples = list(self.task.load(self.split))[: self.limit]
-            self._examples = [{"id": f"{self.task.name}-{i}", **ex} for i, ex in enumerate(examples)]
+        if self._examples is None:
+            self._examples = list(self.task.load(self.split))[: self.limit]
         if self._tokenizer is None:
             self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path or pl_module.hparams["model_path"])
         generator = HFGenerator(pl_module.model, self._tokenizer, batch_size=self.batch_size)  # type: ignore[arg-type]
@@ -99,24 +98,23 @@ class BenchmarkEval(L.Callback):
         return evaluate_examples(generator, self.task, mine, self.params, self.split, problems_per_call=per_call)
 
     def _log_samples(self, trainer: L.Trainer, result: EvalResult, prefix: str) -> None:
-        examples = {str(ex.get("id", i)): ex for i, ex in enumerate(self._examples or [])}
         for logger in trainer.loggers:
             if not isinstance(logger, TensorBoardLogger):
                 continue
             for i in range(min(self.samples_to_log, result.n)):
-                text = textwrap.indent(self.task.prompt(examples[result.ids[i]]) + result.responses[i][0], "    ")
+                text = textwrap.indent(result.prompts[i] + result.responses[i][0], "    ")
                 score = f"score {result.sample_scores[i][0]:.0f}"
                 logger.experiment.add_text(f"{prefix}/sample_{i}", f"{score}\n\n{text}", trainer.global_step)
 
 
 def _gather(result: EvalResult, world_size: int) -> EvalResult:
-    """Every rank's scores, ids and responses, in problem order."""
+    """Every rank's scores, ids, responses and prompts, in problem order."""
     if world_size == 1 or not torch.distributed.is_initialized():
         return result
     parts: list[Any] = [None] * world_size
-    torch.distributed.all_gather_object(parts, (result.sample_scores, result.ids, result.responses))
-    scores, ids, responses = (interleave([part[field] for part in parts]) for field in range(3))
-    return EvalResult(result.task, result.split, scores, result.seconds, ids, responses)
+    torch.distributed.all_gather_object(parts, (result.sample_scores, result.ids, result.responses, result.prompts))
+    scores, ids, responses, prompts = (interleave([part[field] for part in parts]) for field in range(4))
+    return EvalResult(result.task, result.split, scores, result.seconds, ids, responses, prompts)
 
 
 def interleave(shards: list[list[Any]]) -> list[Any]:

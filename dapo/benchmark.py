@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from dapo.evaluation import EvalResult, evaluate_examples
+from dapo.evaluation import EvalResult, evaluate_examples, load_examples
 from dapo.records import replace_dir, write_json
 from dapo.sampling import SamplingParams
 from dapo.tasks import task_named
@@ -94,9 +94,7 @@ def evaluate(
     if ks[0] < 1 or ks[-1] > n:
         raise ValueError(f"every k of pass@k must be in 1..n={n}, got {ks}")
     target = task_named(task, data)
-    examples = list(target.load(split))[:limit]
-    if not examples:
-        raise ValueError(f"{task}: split {split!r} has no problems to evaluate")
+    examples = load_examples(target, split, limit)
     generator = HFGenerator.from_pretrained(model, batch_size=batch_size)
     use_chat = bool(generator.tokenizer.chat_template) if chat is None else chat
     render = chat_renderer(target, generator.tokenizer) if use_chat else target.prompt
@@ -108,17 +106,17 @@ def evaluate(
     settings |= {"max_new_tokens": max_new_tokens, "chat": use_chat, "seed": seed}
     summary = summarize(result, ks, settings) | {"tokens_generated": generator.tokens_generated}
     path = Path(out or f"runs/eval/{task}-{split}")
-    _write_outputs(path, summary, result, [render(ex) for ex in examples])
+    _write_outputs(path, summary, result)
     print(json.dumps({key: summary[key] for key in ("problems", "accuracy", "ci95", "pass_at_k")}))
     print(f"wrote {path / 'summary.json'} and {path / 'examples.jsonl'}")
     return path
 
 
-def _write_outputs(path: Path, summary: dict[str, Any], result: EvalResult, prompts: list[str]) -> None:
+def _write_outputs(path: Path, summary: dict[str, Any], result: EvalResult) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     with open(staging / "examples.jsonl", "w") as f:
-        for i, prompt in enumerate(prompts):
+        for i, prompt in enumerate(result.prompts):
             row = {"id": result.ids[i], "prompt": prompt, "responses": result.responses[i]}
             f.write(json.dumps(row | {"scores": result.sample_scores[i]}) + "\n")
     write_json(staging / "summary.json", summary)

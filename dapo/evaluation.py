@@ -37,6 +37,7 @@ class EvalResult:
     seconds: float
     ids: list[str] = field(default_factory=list, repr=False)
     responses: list[list[str]] = field(default_factory=list, repr=False)
+    prompts: list[str] = field(default_factory=list, repr=False)
 
     @property
     def n(self) -> int:
@@ -88,11 +89,17 @@ def evaluate_policy(
     on_progress: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """`n` responses per problem of `task`'s `split` (the first `limit`), scored by `task.score`."""
+    examples = load_examples(task, split, limit)
+    params = SamplingParams(n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    return evaluate_examples(generator, task, examples, params, split, render, on_progress)
+
+
+def load_examples(task: Task, split: str, limit: int | None) -> list[Example]:
+    """The first `limit` problems of `task`'s `split`; an error if there are none."""
     examples = list(task.load(split))[:limit]
     if not examples:
         raise ValueError(f"{task.name}: split {split!r} has no problems to evaluate")
-    params = SamplingParams(n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
-    return evaluate_examples(generator, task, examples, params, split, render, on_progress)
+    return examples
 
 
 def evaluate_examples(
@@ -110,16 +117,16 @@ def evaluate_examples(
     thread pool."""
     start = time.perf_counter()
     render = render or task.prompt
+    prompts = [render(ex) for ex in examples]
     responses: list[list[str]] = []
-    for offset in range(0, len(examples), problems_per_call):
-        batch = examples[offset : offset + problems_per_call]
+    for offset in range(0, len(prompts), problems_per_call):
         call = SamplingParams(**{**vars(params), "seed": params.seed + offset})
-        responses += generator.generate([render(ex) for ex in batch], call)
+        responses += generator.generate(prompts[offset : offset + problems_per_call], call)
         if on_progress is not None:
             on_progress(len(responses))
     scores = score_responses(task, examples, responses)
     ids = [str(ex.get("id", i)) for i, ex in enumerate(examples)]
-    return EvalResult(task.name, split, scores, time.perf_counter() - start, ids, responses)
+    return EvalResult(task.name, split, scores, time.perf_counter() - start, ids, responses, prompts)
 
 
 def score_responses(task: Task, examples: Sequence[Example], responses: Sequence[Sequence[str]]) -> list[list[float]]:

@@ -188,6 +188,16 @@ OFFSET_NR, OFFSET_ARCH, OFFSET_ARGS = 0, 4, 16  # struct seccomp_data: int nr; u
 Instruction = tuple[int, int, int, int]  # (code, jump if true, jump if false, k)
 
 
+def _numbers(arch: str) -> dict[str, int | None]:
+    """Syscall numbers of `arch` by name (None where the call does not exist)."""
+    return {name: pair[1 if arch == "aarch64" else 0] for name, pair in SYSCALLS.items()}
+
+
+def _own_architecture_only(arch: str) -> list[Instruction]:
+    """The filter's prologue: a syscall made through another architecture's entry point kills the process."""
+    return [(LD_ABS, 0, 0, OFFSET_ARCH), (JEQ, 1, 0, AUDIT_ARCH[arch]), (RET, 0, 0, RET_KILL_PROCESS)]
+
+
 def _ret_errno(code: int) -> Instruction:
     return (RET, 0, 0, 0x00050000 | code)
 
@@ -208,11 +218,9 @@ def seccomp_program(arch: str, own_pid: int) -> list[Instruction]:
     """The BPF filter: kill on a foreign architecture or the x32 ABI, deny the calls above with EPERM (clone3
     with ENOSYS, so libc falls back to clone for threads), allow clone only for threads, kill/tgkill only on
     ourselves, prlimit64 only to read limits."""
-    numbers = {name: pair[1 if arch == "aarch64" else 0] for name, pair in SYSCALLS.items()}
-    deny, kill = _ret_errno(errno.EPERM), (RET, 0, 0, RET_KILL_PROCESS)
-    program: list[Instruction] = [(LD_ABS, 0, 0, OFFSET_ARCH), (JEQ, 1, 0, AUDIT_ARCH[arch]), kill]
+    numbers, deny, program = _numbers(arch), _ret_errno(errno.EPERM), _own_architecture_only(arch)
     if arch == "x86_64":
-        program += [(LD_ABS, 0, 0, OFFSET_NR), (JGE, 0, 1, X32_SYSCALL_BIT), kill]
+        program += [(LD_ABS, 0, 0, OFFSET_NR), (JGE, 0, 1, X32_SYSCALL_BIT), (RET, 0, 0, RET_KILL_PROCESS)]
     for name in DENIED:
         program += _when(numbers[name], [deny])
     program += _when(numbers["clone3"], [_ret_errno(errno.ENOSYS)])
@@ -232,9 +240,7 @@ def seccomp_program(arch: str, own_pid: int) -> list[Instruction]:
 
 def no_threads_program(arch: str) -> list[Instruction]:
     """A second filter, stacked on `seccomp_program` by the thread that runs untrusted code: no clone at all."""
-    numbers = {name: pair[1 if arch == "aarch64" else 0] for name, pair in SYSCALLS.items()}
-    deny, kill = _ret_errno(errno.EPERM), (RET, 0, 0, RET_KILL_PROCESS)
-    program: list[Instruction] = [(LD_ABS, 0, 0, OFFSET_ARCH), (JEQ, 1, 0, AUDIT_ARCH[arch]), kill]
+    numbers, deny, program = _numbers(arch), _ret_errno(errno.EPERM), _own_architecture_only(arch)
     program += _when(numbers["clone"], [deny]) + _when(numbers["clone3"], [deny])
     return [*program, (RET, 0, 0, RET_ALLOW)]
 
