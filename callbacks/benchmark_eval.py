@@ -11,8 +11,9 @@ monitor them, plus the first `samples_to_log` prompts and responses as TensorBoa
         - class_path: dapo.callbacks.BenchmarkEval
           init_args: {task: {class_path: dapo.tasks.ArithTask}, limit: 64}
 
-Works with any LightningModule whose `model` attribute is a Hugging Face causal LM (ActorModule). Not supported
-yet: sharded (FSDP) models, where ranks that stop generating at different lengths would desynchronise.
+Works with any LightningModule whose `model` attribute is a Hugging Face causal LM (ActorModule). With a sharded
+(FSDP2) model every forward is a collective, so ranks generate in lockstep: shares are padded to equal length
+(`lockstep_share`; the repeats are dropped) and `generate` keeps stepping until every rank is done (synced_gpus).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import textwrap
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from dapo.distributed import gather, interleave, lockstep_share
 from dapo.evaluation import EvalResult, evaluate_examples
 from dapo.sampling import SamplingParams
-from dapo.tasks.base import Example, Task
+from dapo.tasks.base import Example, Task, chat_renderer
 
 
 class BenchmarkEval(L.Callback):
@@ -42,6 +43,7 @@ class BenchmarkEval(L.Callback):
         samples_to_log: int = 3,
         batch_size: int = 64,
         tokenizer_path: str | None = None,
+        chat_template: bool = False,
     ) -> None:
         """
         Args:
@@ -55,6 +57,7 @@ class BenchmarkEval(L.Callback):
             samples_to_log: prompts with responses written as TensorBoard text.
             batch_size: sequences per generate call.
             tokenizer_path: tokenizer folder (default: the module's `model_path` hyperparameter).
+            chat_template: render prompts with the tokenizer's chat template (instruct models), else `task.prompt`.
         """
         if every_n_validations < 1 or limit < 1:
             raise ValueError(f"every_n_validations and limit must be >= 1, got {every_n_validations}, {limit}")
@@ -63,6 +66,7 @@ class BenchmarkEval(L.Callback):
         self.task, self.split, self.limit, self.every = task, split, limit, every_n_validations
         self.params = SamplingParams(n=n, temperature=temperature, max_new_tokens=max_new_tokens)
         self.samples_to_log, self.batch_size, self.tokenizer_path = samples_to_log, batch_size, tokenizer_path
+        self.chat_template = chat_template
         self.validations = 0
         self._examples: list[Example] | None = None
         self._tokenizer: Any = None
@@ -76,9 +80,9 @@ class BenchmarkEval(L.Callback):
         result = self.evaluate(pl_module, trainer.global_rank, trainer.world_size)
         merged = _gather(result, trainer.world_size)
         prefix = f"benchmark/{self.task.name}"
-        pl_module.log(f"{prefix}/accuracy", merged.accuracy, rank_zero_only=False)
+        pl_module.log(f"{prefix}/accuracy", merged.accuracy, sync_dist=True)  # equal on every rank already
         for k in range(2, self.params.n + 1):
-            pl_module.log(f"{prefix}/pass@{k}", merged.pass_at(k), rank_zero_only=False)
+            pl_module.log(f"{prefix}/pass@{k}", merged.pass_at(k), sync_dist=True)
         if trainer.is_global_zero:
             self._log_samples(trainer, merged, prefix)
 
@@ -92,10 +96,24 @@ class BenchmarkEval(L.Callback):
             self._examples = list(self.task.load(self.split))[: self.limit]
         if self._tokenizer is None:
             self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path or pl_module.hparams["model_path"])
-        generator = HFGenerator(pl_module.model, self._tokenizer, batch_size=self.batch_size)  # type: ignore[arg-type]
-        mine = self._examples[rank::world_size]
+        sharded = pl_module.device_mesh is not None and world_size > 1
+        generator = HFGenerator(
+            pl_module.model,  # type: ignore[arg-type]
+            self._tokenizer,
+            batch_size=self.batch_size,
+            synced_gpus=sharded,
+        )
+        if sharded:
+            mine, real = lockstep_share(self._examples, rank, world_size)
+        else:
+            mine = self._examples[rank::world_size]
+            real = len(mine)
         per_call = max(1, self.batch_size // self.params.n)
-        return evaluate_examples(generator, self.task, mine, self.params, self.split, problems_per_call=per_call)
+        render = chat_renderer(self.task, self._tokenizer) if self.chat_template else None
+        result = evaluate_examples(
+            generator, self.task, mine, self.params, self.split, render, problems_per_call=per_call
+        )
+        return result.head(real)  # without lockstep padding
 
     def _log_samples(self, trainer: L.Trainer, result: EvalResult, prefix: str) -> None:
         for logger in trainer.loggers:
@@ -109,17 +127,6 @@ class BenchmarkEval(L.Callback):
 
 def _gather(result: EvalResult, world_size: int) -> EvalResult:
     """Every rank's scores, ids, responses and prompts, in problem order."""
-    if world_size == 1 or not torch.distributed.is_initialized():
-        return result
-    parts: list[Any] = [None] * world_size
-    torch.distributed.all_gather_object(parts, (result.sample_scores, result.ids, result.responses, result.prompts))
+    parts = gather((result.sample_scores, result.ids, result.responses, result.prompts), world_size)
     scores, ids, responses, prompts = (interleave([part[field] for part in parts]) for field in range(4))
     return EvalResult(result.task, result.split, scores, result.seconds, ids, responses, prompts)
-
-
-def interleave(shards: list[list[Any]]) -> list[Any]:
-    """Undo `items[rank::world]` sharding: shard r held items r, r + world, r + 2 * world, ..."""
-    merged = []
-    for i in range(max((len(shard) for shard in shards), default=0)):
-        merged += [shard[i] for shard in shards if i < len(shard)]
-    return merged

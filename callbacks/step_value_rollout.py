@@ -4,7 +4,9 @@ At fit start it checks `rollout.out_dir`: if Stage A finished there with the sam
 does nothing; if it was made by another policy or with other settings, the old folder is moved aside
 (`<out_dir>.stale-<time>`) and
 Stage A runs again; an unfinished run resumes shard by shard. If the problems file is missing, the task's
-train split is written first. Only global rank 0 generates; the others wait at a barrier. This lets
+train split is written first. With several processes each one loads the policy and rolls out its share of the
+shards (shard i on rank i % world); rank 0 alone moves, writes the problems and the summary, between barriers.
+A shard's records do not depend on which rank made it, so 1 or N processes give the same states. This lets
 `dapo fit --config configs/critic.yaml` go from problems to a trained critic in one command; the CLI adds the
 callback when the config's `stage_a.policy_path` is set.
 """
@@ -15,11 +17,16 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
+from transformers import AutoTokenizer
 
+from dapo.adapters import LoadIn
+from dapo.distributed import barrier, gather, world
 from dapo.records import move_aside, read_provenance
-from dapo.rollout import RolloutConfig, policy_fingerprint, run_rollouts
+from dapo.rollout import RolloutConfig, policy_fingerprint, roll_out_shards, write_summary
+from dapo.sampling import Generator
 from dapo.tasks import ArithTask, Task, write_problems
 
 log = logging.getLogger(__name__)
@@ -39,6 +46,13 @@ class StageA:
     """Sequences per generate call."""
     shared_prefix: bool = True
     """Encode each state once and reuse its KV cache for all its rollouts."""
+    load_in: LoadIn | None = None
+    """Load the policy in "8bit" or "4bit" (nf4) through bitsandbytes for sampling (less memory, other samples)."""
+    backend: Literal["hf", "vllm"] = "hf"
+    """Generation engine: "hf" (transformers, shared-prefix KV reuse) or "vllm" (`pip install "dapo[vllm]"`, GPU
+    only, prefix caching; `batch_size`, `shared_prefix` and `load_in` do not apply)."""
+    chat_template: bool = False
+    """Write missing problems with the policy tokenizer's chat template (instruct models); plain prompts if False."""
 
 
 def stage_a_status(rollout: RolloutConfig, policy_hash: str) -> str:
@@ -55,27 +69,45 @@ def stage_a_status(rollout: RolloutConfig, policy_hash: str) -> str:
 
 
 def ensure_states(spec: StageA) -> Path:
-    """Run (or resume) Stage A unless its output for this policy is complete; return the states folder."""
-    from dapo.generation import HFGenerator
+    """Run (or resume) Stage A unless its output for this policy is complete; return the states folder.
 
+    Called by every process of a distributed run (or by one alone): they split the shards between them."""
     if spec.policy_path is None:
         raise ValueError("Stage A needs stage_a.policy_path: the policy that samples solutions")
-    out = Path(spec.rollout.out_dir)
+    rank, world_size = world()
+    out, task = Path(spec.rollout.out_dir), spec.task or ArithTask()
     policy_hash = policy_fingerprint(spec.policy_path)
     status = stage_a_status(spec.rollout, policy_hash)
+    barrier()  # every rank has read the status before rank 0 changes anything
     if status == "done":
         log.info("Stage A states for policy %s are up to date in %s", policy_hash, out)
         return out / "states"
-    if status == "stale":
-        move_aside(out, "holds Stage A made by another policy or with other settings")
-    if not Path(spec.rollout.problems_path).exists():
-        write_problems(spec.task or ArithTask(), spec.rollout.problems_path, "train")
-    generator = HFGenerator.from_pretrained(
-        spec.policy_path, batch_size=spec.batch_size, shared_prefix=spec.shared_prefix
-    )
-    summary = run_rollouts(spec.rollout, generator, spec.task or ArithTask(), spec.policy_path, policy_hash)
-    log.info("Stage A: %s", json.dumps(asdict(summary)))
+    if rank == 0:
+        if status == "stale":
+            move_aside(out, "holds Stage A made by another policy or with other settings")
+        if not Path(spec.rollout.problems_path).exists():
+            tokenizer = AutoTokenizer.from_pretrained(spec.policy_path) if spec.chat_template else None
+            write_problems(task, spec.rollout.problems_path, "train", tokenizer=tokenizer)
+    barrier()
+    work = roll_out_shards(spec.rollout, _generator(spec), task, spec.policy_path, policy_hash, rank, world_size)
+    works = gather(work, world_size)  # also waits until every rank has written its shards
+    if rank == 0:
+        log.info("Stage A: %s", json.dumps(asdict(write_summary(spec.rollout, task, works))))
+    barrier()
     return out / "states"
+
+
+def _generator(spec: StageA) -> Generator:
+    assert spec.policy_path is not None
+    if spec.backend == "vllm":
+        from dapo.vllm_generation import VLLMGenerator
+
+        return VLLMGenerator.from_pretrained(spec.policy_path, seed=spec.rollout.seed)
+    from dapo.generation import HFGenerator
+
+    return HFGenerator.from_pretrained(
+        spec.policy_path, load_in=spec.load_in, batch_size=spec.batch_size, shared_prefix=spec.shared_prefix
+    )
 
 
 class StepValueRollout(L.Callback):
@@ -85,6 +117,4 @@ class StepValueRollout(L.Callback):
         self.spec = spec
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            ensure_states(self.spec)
-        trainer.strategy.barrier("step_value_rollout")
+        ensure_states(self.spec)

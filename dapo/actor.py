@@ -25,12 +25,12 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics import MeanMetric
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from dapo.adapters import LoadIn, LoraSettings, add_lora, merge_lora
+from dapo.backbone import TrainableBackbone
 from dapo.data_modules import StepDataModule
-from dapo.export import MODULE_KEY, module_class_path
 from dapo.losses import DapoLoss, dapo_loss
-from dapo.optim import injected_optimizers
 from dapo.packing import Batch, unpack_batch
 from dapo.records import read_provenance
 from dapo.rollout import policy_fingerprint
@@ -58,7 +58,7 @@ def log_ratio_stats(log_ratio: torch.Tensor, advantages: torch.Tensor) -> dict[s
     }
 
 
-class ActorModule(L.LightningModule):
+class ActorModule(TrainableBackbone, L.LightningModule):
     def __init__(
         self,
         model_path: str,
@@ -66,6 +66,8 @@ class ActorModule(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         verify_packing: bool = True,
+        lora: LoraSettings | None = None,
+        load_in: LoadIn | None = None,
     ) -> None:
         """
         Args:
@@ -74,13 +76,16 @@ class ActorModule(L.LightningModule):
             optimizer: optimizer factory (the paper: lr 5e-7 for a 7B policy).
             lr_scheduler: optional scheduler factory, stepped every optimizer step.
             verify_packing: at fit start, check that the model honours the packing mask (else run unpacked).
+            lora: train LoRA adapters instead of every weight.
+            load_in: "8bit" / "4bit" (nf4) to load the frozen base through bitsandbytes: QLoRA, needs `lora`.
+                Score the reference log-probs with the same `advantages.load_in`, so that log-ratios start at 0.
         """
         super().__init__()
         if beta <= 0:
             raise ValueError(f"beta must be positive, got {beta}")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
-        self.model: PreTrainedModel | None = None
+        self.model: Any = None  # a transformers causal LM (peft-wrapped with LoRA), built by configure_model
         self.packed = True
         self._packing_checked = False
         names = ("loss", *RATIO_STATS)
@@ -89,13 +94,14 @@ class ActorModule(L.LightningModule):
         self._val_log_ratios: list[torch.Tensor] = []
 
     def configure_model(self) -> None:
-        if self.model is None:  # idempotent: Lightning may call it again (resume, sharding)
-            # fp32 master weights whatever the checkpoint's dtype: the Trainer's `precision` handles mixed precision
-            path = self.hparams["model_path"]
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).train()
-
-    def configure_optimizers(self) -> Any:
-        return injected_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory)
+        if self.model is not None:  # idempotent: Lightning may call it again (resume, sharding)
+            return
+        # fp32 master weights whatever the checkpoint's dtype: the Trainer's `precision` handles mixed precision
+        path = self.hparams["model_path"]
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **self.loading_kwargs())
+        if self.lora is not None:
+            model = add_lora(model, self.lora)
+        self.model = self.shard(model.train())  # HF loads in eval mode
 
     def action_logprobs(self, batch: Batch, packed: bool | None = None) -> torch.Tensor:
         """log pi_theta(a | s) of every action in a packed batch (a,); unpacks it first if packing is off."""
@@ -163,7 +169,8 @@ class ActorModule(L.LightningModule):
         return cast(MeanMetric, self.val_metrics[name])
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict({f"val/{name}": self._val_metric(name).compute() for name in self.val_metrics})
+        computed = {f"val/{name}": self._val_metric(name).compute() for name in self.val_metrics}
+        self.log_dict(computed, sync_dist=True)  # torchmetrics synced them already: the same on every rank
         for name in self.val_metrics:
             self._val_metric(name).reset()
         if self._val_log_ratios:
@@ -179,11 +186,9 @@ class ActorModule(L.LightningModule):
         if isinstance(self.logger, TensorBoardLogger) and not self.trainer.sanity_checking:
             self.logger.experiment.add_histogram(tag, values, self.global_step)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[MODULE_KEY] = module_class_path(self)  # lets `dapo export` rebuild the right module
-
     def save_hf(self, path: str) -> None:
-        """Write the policy as a Hugging Face folder (safetensors + tokenizer) that transformers loads directly."""
+        """Write the policy as a Hugging Face folder (safetensors + tokenizer, LoRA adapters merged) that
+        transformers loads directly."""
         assert self.model is not None, "configure_model() has not run"
-        self.model.save_pretrained(path)
+        merge_lora(self.model).save_pretrained(path)  # type: ignore[operator]
         AutoTokenizer.from_pretrained(self.hparams["model_path"]).save_pretrained(path)

@@ -29,7 +29,9 @@ from typing import Any, NamedTuple
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from dapo.adapters import LoadIn, frozen
 from dapo.data_modules.featurize import state_group
+from dapo.distributed import world
 from dapo.models.value import ValueModel
 from dapo.padding import pad_id_of
 from dapo.records import Provenance, read_provenance, read_records, write_json, write_records
@@ -62,6 +64,9 @@ class AdvantageConfig:
     """Packed tokens per forward pass when scoring."""
     device: str | None = None
     """Where the critic and the policy score ("cuda", "cpu", ...); None: the first GPU if there is one, else CPU."""
+    load_in: LoadIn | None = None
+    """Load the critic and the reference policy in "8bit" or "4bit" (nf4) through bitsandbytes; match the actor's
+    `load_in` (QLoRA) so its log-ratios start at 0."""
 
     def __post_init__(self) -> None:
         if self.min_gap < 0:
@@ -145,7 +150,7 @@ def _device(config: AdvantageConfig) -> torch.device:
 def _critic_values(states: Sequence[_State], config: AdvantageConfig) -> tuple[list[list[float]], int]:
     """V(s + a) of every candidate (true reward where terminal and `terminal_reward`); unique pairs scored once."""
     assert config.critic_path is not None
-    critic = ValueModel.from_pretrained(config.critic_path).to(_device(config)).eval()
+    critic = frozen(ValueModel.from_pretrained, config.critic_path, config.load_in, _device(config))
     tokenizer = AutoTokenizer.from_pretrained(config.critic_path)
     to_score = [sorted({c.action for c in s.cands if _needs_critic(c, config)}) for s in states]
     groups = [
@@ -173,7 +178,7 @@ def _critic_values(states: Sequence[_State], config: AdvantageConfig) -> tuple[l
 
 def _reference_logprobs(groups: Sequence[tuple[str, list[ScoredAction]]], config: AdvantageConfig) -> list[list[float]]:
     """log pi_ref(a | s) of every kept action, tokenized exactly as the actor's data module will."""
-    policy = AutoModelForCausalLM.from_pretrained(config.policy_path).to(_device(config)).eval()  # type: ignore[arg-type]
+    policy = frozen(AutoModelForCausalLM.from_pretrained, config.policy_path, config.load_in, _device(config))
     tokenizer = AutoTokenizer.from_pretrained(config.policy_path)
     token_groups = [
         state_group(tokenizer, prefix, [a.candidate.action for a in acts], [a.candidate.is_terminal for a in acts])
@@ -240,6 +245,8 @@ def run_advantages(config: AdvantageConfig) -> AdvantageSummary:
         for (state, acts), refs in zip(kept, logprobs, strict=True)
         for scored, ref in zip(acts, refs, strict=True)
     ]
+    if world()[0] > 0:  # every rank scored its share; rank 0 writes
+        return _summary(states, kept, rows, n_scored, (start, critic_done, time.perf_counter()))
     out = Path(config.out_dir)
     write_records(
         rows,
@@ -252,8 +259,21 @@ def run_advantages(config: AdvantageConfig) -> AdvantageSummary:
             policy_hash=policy_fingerprint(config.policy_path),
         ),
     )
-    end = time.perf_counter()
-    summary = AdvantageSummary(
+    summary = _summary(states, kept, rows, n_scored, (start, critic_done, time.perf_counter()))
+    write_json(out / "summary.json", asdict(summary))
+    print(f"advantages: {json.dumps(asdict(summary))}")
+    return summary
+
+
+def _summary(
+    states: Sequence[_State],
+    kept: Sequence[tuple[_State, list[ScoredAction]]],
+    rows: Sequence[Mapping[str, Any]],
+    n_scored: int,
+    times: tuple[float, float, float],
+) -> AdvantageSummary:
+    start, critic_done, end = times
+    return AdvantageSummary(
         states=len(states),
         candidates=sum(len(s.cands) for s in states),
         critic_scored=n_scored,
@@ -264,6 +284,3 @@ def run_advantages(config: AdvantageConfig) -> AdvantageSummary:
         seconds_reference=end - critic_done,
         seconds=end - start,
     )
-    write_json(out / "summary.json", asdict(summary))
-    print(f"advantages: {json.dumps(asdict(summary))}")
-    return summary

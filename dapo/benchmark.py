@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +22,7 @@ from dapo.evaluation import EvalResult, evaluate_examples, load_examples
 from dapo.records import replace_dir, write_json
 from dapo.sampling import SamplingParams
 from dapo.tasks import task_named
-from dapo.tasks.base import Example, Task
-
-
-def chat_renderer(task: Task, tokenizer: Any) -> Callable[[Example], str]:
-    """Render an example as the tokenizer's chat template applied to the task's messages, ready for generation."""
-
-    # The generator tokenizes prompts with the tokenizer's special tokens, so a BOS the template writes would double.
-    bos = tokenizer.bos_token if tokenizer.bos_token_id in tokenizer("").input_ids else None
-
-    def render(example: Example) -> str:
-        text = str(tokenizer.apply_chat_template(task.messages(example), add_generation_prompt=True, tokenize=False))
-        return text[len(bos) :] if bos and text.startswith(bos) else text
-
-    return render
+from dapo.tasks.base import chat_renderer
 
 
 def summarize(result: EvalResult, ks: list[int], settings: dict[str, Any]) -> dict[str, Any]:

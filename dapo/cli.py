@@ -5,12 +5,14 @@
     dapo rollout --config configs/rollout.yaml Stage A: solutions, MC rollouts, state values
     dapo advantages --config configs/advantages.yaml
                                                Stage B: candidate advantages and reference log-probs
-    dapo problems --out DIR ...                write a `problems` dataset from a task
+    dapo problems --out DIR ...                write a `problems` dataset from a task (--chat_template_from MODEL:
+                                               prompts in that tokenizer's chat template)
     dapo iterate --config configs/iterate.yaml N rounds of Stage A, critic, advantages, actor (resumable)
     dapo demo --out runs/demo                  the embedded demo: start policy, DAPO, RFT baseline, report
     dapo evaluate --model DIR --task NAME      a policy on a benchmark: summary.json + examples.jsonl
     dapo tiny-model --out DIR ...              build a tiny random Llama + BPE tokenizer for a task
     dapo export --ckpt CKPT --out DIR          write a trained critic or actor as a Hugging Face folder
+    dapo import-gguf --out DIR                 SmolLM2-135M-Instruct (or any --gguf FILE) as a Hugging Face folder
 
 Each command other than the LightningCLI ones is a typed function parsed by jsonargparse, so every one takes
 `--config FILE` and `--help`. Tests call `cli_main([...])` directly.
@@ -27,6 +29,7 @@ from dapo.benchmark import evaluate
 from dapo.commands import advantages, make_problems, make_tiny_model, rollout
 from dapo.demo import demo
 from dapo.export import export_checkpoint
+from dapo.gguf import import_gguf
 from dapo.iterate import iterate
 
 LIGHTNING_COMMANDS = {"fit": "train a model (LightningCLI)", "validate": "validate a model (LightningCLI)"}
@@ -39,6 +42,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "problems": make_problems,
     "tiny-model": make_tiny_model,
     "export": export_checkpoint,
+    "import-gguf": import_gguf,
 }
 
 

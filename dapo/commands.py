@@ -14,7 +14,13 @@ from dapo.tasks import ArithTask, write_problems
 from dapo.tasks.base import Example, Task
 
 
-def make_problems(out: str, task: Task | None = None, split: str = "train", limit: int | None = None) -> Path:
+def make_problems(
+    out: str,
+    task: Task | None = None,
+    split: str = "train",
+    limit: int | None = None,
+    chat_template_from: str | None = None,
+) -> Path:
     """Write a `problems` dataset from a task.
 
     Args:
@@ -22,8 +28,15 @@ def make_problems(out: str, task: Task | None = None, split: str = "train", limi
         task: the task and its settings.
         split: which split of the task to write.
         limit: write at most this many problems.
+        chat_template_from: a model folder whose tokenizer's chat template renders the prompts (the task's chat
+            messages plus the generation prompt), for instruct policies; default: the task's plain prompt.
     """
-    path = write_problems(task or ArithTask(), out, split, limit)
+    tokenizer = None
+    if chat_template_from is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(chat_template_from)
+    path = write_problems(task or ArithTask(), out, split, limit, tokenizer)
     print(f"wrote problems to {path}")
     return path
 

@@ -22,10 +22,10 @@ from torchmetrics import MeanMetric, MeanSquaredError, MetricCollection, Pearson
 from torchmetrics.classification import BinaryAUROC, BinaryCalibrationError
 from transformers import AutoTokenizer
 
-from dapo.export import MODULE_KEY, module_class_path
+from dapo.adapters import LoadIn, LoraSettings, add_lora, merge_lora
+from dapo.backbone import TrainableBackbone
 from dapo.losses import ValueLossKind, gather_at, value_loss
 from dapo.models.value import ValueModel
-from dapo.optim import injected_optimizers
 from dapo.viz import reliability_figure, value_trace_markdown
 
 
@@ -37,7 +37,7 @@ def final_outcomes(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.
     return batch["targets"][rows, last], batch["target_mask"][rows, last], last
 
 
-class CriticModule(L.LightningModule):
+class CriticModule(TrainableBackbone, L.LightningModule):
     def __init__(
         self,
         model_path: str,
@@ -46,6 +46,8 @@ class CriticModule(L.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         n_traces: int = 4,
         calibration_bins: int = 10,
+        lora: LoraSettings | None = None,
+        load_in: LoadIn | None = None,
     ) -> None:
         """
         Args:
@@ -55,6 +57,8 @@ class CriticModule(L.LightningModule):
             lr_scheduler: optional scheduler factory, stepped every optimizer step.
             n_traces: validation solutions whose per-step values are written to TensorBoard as text.
             calibration_bins: bins of the reliability diagram and calibration error.
+            lora: train LoRA adapters on the backbone (plus the value head) instead of every weight.
+            load_in: "8bit" / "4bit" (nf4) to load the frozen backbone through bitsandbytes: QLoRA, needs `lora`.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])  # factories: the CLI config keeps them
@@ -77,13 +81,13 @@ class CriticModule(L.LightningModule):
         self._tok: Any = None
 
     def configure_model(self) -> None:
-        if self.model is None:  # idempotent: Lightning may call it again (resume, sharding)
-            # fp32 master weights whatever the checkpoint's dtype (the Trainer's `precision` does mixed precision);
-            # HF loads in eval mode
-            self.model = ValueModel.from_pretrained(self.hparams["model_path"], dtype=torch.float32).train()
-
-    def configure_optimizers(self) -> Any:
-        return injected_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory)
+        if self.model is not None:  # idempotent: Lightning may call it again (resume, sharding)
+            return
+        # fp32 master weights whatever the checkpoint's dtype (the Trainer's `precision` does mixed precision)
+        model = ValueModel.from_pretrained(self.hparams["model_path"], dtype=torch.float32, **self.loading_kwargs())
+        if self.lora is not None:
+            model.backbone = add_lora(model.backbone, self.lora)  # the value head stays fully trainable
+        self.model = self.shard(model.train())  # HF loads in eval mode
 
     def boundary_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Value logits at every step boundary (b, n)."""
@@ -123,10 +127,11 @@ class CriticModule(L.LightningModule):
             self._val_outcome_pairs.append(torch.stack([pred, truth.float()]).detach().cpu())
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute())
+        self.log_dict(self.val_metrics.compute(), sync_dist=True)  # synced already: same on every rank
         self.val_metrics.reset()
-        if self._val_outcome_pairs:
-            self.log_dict(self.outcome_metrics.compute())
+        counts = torch.as_tensor(self.all_gather(torch.tensor(len(self._val_outcome_pairs))))  # a collective:
+        if counts.sum() > 0:  # every rank must take the same branch (compute() syncs across ranks)
+            self.log_dict(self.outcome_metrics.compute(), sync_dist=True)
         self.outcome_metrics.reset()
         self._log_pictures()
         self._val_values, self._val_outcome_pairs, self._traces = [], [], []
@@ -168,11 +173,8 @@ class CriticModule(L.LightningModule):
             self._tok = AutoTokenizer.from_pretrained(self.hparams["model_path"])
         return self._tok
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[MODULE_KEY] = module_class_path(self)  # lets `dapo export` rebuild the right module
-
     def save_hf(self, path: str) -> None:
-        """Write the critic as a Hugging Face folder: backbone + value head + tokenizer."""
+        """Write the critic as a Hugging Face folder: backbone (LoRA adapters merged) + value head + tokenizer."""
         assert self.model is not None, "configure_model() has not run"
-        self.model.save_pretrained(path)
+        ValueModel(merge_lora(self.model.backbone), self.model.head).save_pretrained(path)  # type: ignore[arg-type]
         self._tokenizer().save_pretrained(path)

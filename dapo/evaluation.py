@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dapo.graders.code import default_workers
 from dapo.sampling import Generator, SamplingParams
@@ -38,6 +38,16 @@ class EvalResult:
     ids: list[str] = field(default_factory=list, repr=False)
     responses: list[list[str]] = field(default_factory=list, repr=False)
     prompts: list[str] = field(default_factory=list, repr=False)
+
+    def head(self, count: int) -> EvalResult:
+        """The result restricted to its first `count` problems."""
+        return replace(
+            self,
+            sample_scores=self.sample_scores[:count],
+            ids=self.ids[:count],
+            responses=self.responses[:count],
+            prompts=self.prompts[:count],
+        )
 
     @property
     def n(self) -> int:

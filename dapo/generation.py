@@ -31,6 +31,7 @@ checkpoint's top_k), so sampling options are always set explicitly here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +46,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from dapo.adapters import LoadIn, frozen
 from dapo.padding import left_pad
 from dapo.sampling import SamplingParams
 from dapo.steps import DEFAULT_DELIMITER, first_step
@@ -94,16 +96,26 @@ class HFGenerator:
     """`Generator` on a Hugging Face causal LM: batched, left-padded, KV-cached, optionally prefix-sharing.
 
     `batch_size` bounds the rows (prompts x n) per `model.generate` call; a chunk always holds at least one prompt.
+    `synced_gpus`: the model is sharded across processes (FSDP2), so every rank keeps stepping until all ranks'
+    rows are done; the caller must also give every rank the same number of chunks.
     `tokens_generated` counts the non-pad tokens generated so far (end-of-sequence tokens included).
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer: Any, batch_size: int = 64, shared_prefix: bool = True):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: Any,
+        batch_size: int = 64,
+        shared_prefix: bool = True,
+        synced_gpus: bool = False,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.shared_prefix = shared_prefix
+        self.synced_gpus = synced_gpus
         self.tokens_generated = 0
         self.eos_id = _first_not_none(model.generation_config.eos_token_id, tokenizer.eos_token_id)
         pad = _first_not_none(tokenizer.pad_token_id, model.generation_config.pad_token_id, self.eos_id)
@@ -111,11 +123,17 @@ class HFGenerator:
 
     @classmethod
     def from_pretrained(
-        cls, path: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", **kwargs: Any
+        cls,
+        path: str,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        load_in: LoadIn | None = None,
+        **kwargs: Any,
     ) -> HFGenerator:
-        """Load model and tokenizer from a Hugging Face folder or hub id; `kwargs` go to the constructor."""
-        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        torch.nn.Module.to(model, device)  # `model.to` is wrapped by transformers in a way mypy mistypes
+        """Load model and tokenizer from a Hugging Face folder or hub id, optionally in "8bit" / "4bit" (nf4,
+        bitsandbytes); `kwargs` go to the constructor."""
+        load = functools.partial(AutoModelForCausalLM.from_pretrained, dtype=dtype)
+        model: PreTrainedModel = frozen(load, path, load_in, torch.device(device))
         return cls(model, AutoTokenizer.from_pretrained(path), **kwargs)
 
     @property
@@ -167,6 +185,7 @@ class HFGenerator:
             input_ids=ids.repeat_interleave(n, dim=0),  # (b * n, s)
             attention_mask=mask.repeat_interleave(n, dim=0),  # (b * n, s)
             generation_config=self._generation_config(params),
+            synced_gpus=self.synced_gpus,
             **extra,
         )  # (b * n, s + t)
         new = out[:, width:]  # (b * n, t)

@@ -3,7 +3,8 @@
 The tokenizer is linked from the model's checkpoint path, so a config names it once. Two top-level sections
 make the data a fit needs, each off unless set: `stage_a` (on when `stage_a.policy_path` is set) adds the
 StepValueRollout callback (Stage A states for the critic), `advantages` (on when `advantages.critic_path` is
-set) adds StepAdvantages (Stage B actions for the actor).
+set) adds StepAdvantages (Stage B actions for the actor). Lightning's distributed sampler is off by default:
+StepDataModule's batch sampler gives each data-parallel rank its share of the token-budgeted batches.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class DapoLightningCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("model.init_args.model_path", "data.tokenizer")
+        # StepDataModule's token-budget batch sampler splits batches across data-parallel ranks itself
+        parser.set_defaults({"trainer.use_distributed_sampler": False})
         parser.add_dataclass_arguments(StageA, "stage_a")
         parser.add_dataclass_arguments(AdvantageConfig, "advantages")
 

@@ -28,7 +28,8 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,20 @@ def _quiet_save(dataset: Dataset, path: Path) -> None:
     finally:
         if was_enabled:
             enable_progress_bar()
+
+
+@contextmanager
+def staged_dir(out: str | Path) -> Iterator[Path]:
+    """A fresh temp sibling of `out` to write a folder into; when the block ends without error it replaces `out`
+    (`replace_dir`), and it is removed whatever happens, so a kill or an error never leaves a half-written `out`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+        replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def replace_dir(src: Path, dst: Path) -> None:

@@ -214,10 +214,39 @@ def _parse_problem(row: Mapping[str, Any], where: str) -> _Problem:
     return _Problem(row["id"], row["prompt"], example)
 
 
+@dataclass
+class ShardWork:
+    """What one process did in a `roll_out_shards` call (several processes each report one)."""
+
+    shards_written: int
+    shards_skipped: int
+    empty_dropped: int
+    duplicates_dropped: int
+    seconds: float
+    tokens_generated: int
+
+
 def run_rollouts(
     config: RolloutConfig, generator: Generator, task: Task, policy_path: str = "", policy_hash: str = ""
 ) -> RolloutSummary:
     """Stage A over `config.problems_path`, shard by shard, resuming a killed run in the same `out_dir`."""
+    work = roll_out_shards(config, generator, task, policy_path, policy_hash)
+    return write_summary(config, task, [work])
+
+
+def roll_out_shards(
+    config: RolloutConfig,
+    generator: Generator,
+    task: Task,
+    policy_path: str = "",
+    policy_hash: str = "",
+    rank: int = 0,
+    world_size: int = 1,
+) -> ShardWork:
+    """This process's unfinished shards (shard i belongs to rank i % world_size), each written when done.
+
+    A shard's output depends only on its problems, the config and the policy (its seeds derive from the shard
+    index), so any number of processes writes the same records as one. Call `write_summary` once all are done."""
     for name in ("problems_path", "out_dir"):
         if not getattr(config, name):
             raise ValueError(f"rollout.{name} is required")
@@ -226,39 +255,55 @@ def run_rollouts(
     out = Path(config.out_dir)
     size = config.problems_per_shard
     shards = [problems[i : i + size] for i in range(0, len(problems), size)]
-    finished = _finished_shards(out, len(shards), config, policy_hash)
+    mine = [i for i in range(len(shards)) if i % world_size == rank]
+    finished = _finished_shards(out, mine, config, policy_hash)
     provenance = {"seed": config.seed, "config": asdict(config)}
     provenance |= {"policy_path": policy_path or None, "policy_hash": policy_hash or None}
     empty = duplicates = 0
-    done = sum(len(shards[i]) for i in finished)
-    with tqdm(total=len(problems), initial=done, unit="problem", desc="rollouts", dynamic_ncols=True) as bar:
-        for i, shard in enumerate(shards):
+    total, done = sum(len(shards[i]) for i in mine), sum(len(shards[i]) for i in finished)
+    desc = "rollouts" if world_size == 1 else f"rollouts (rank {rank} of {world_size})"
+    with tqdm(total=total, initial=done, unit="problem", desc=desc, dynamic_ncols=True, position=rank) as bar:
+        for i in mine:
             if i in finished:
                 continue
-            shard_empty, shard_duplicates = _run_shard(i, shard, config, generator, task, provenance)
+            shard_empty, shard_duplicates = _run_shard(i, shards[i], config, generator, task, provenance)
             empty, duplicates = empty + shard_empty, duplicates + shard_duplicates
-            bar.update(len(shard))
+            bar.update(len(shards[i]))
             rate = (generator.tokens_generated - tokens_before) / max(time.perf_counter() - start, 1e-9)
             bar.set_postfix_str(f"{rate:.1f} tok/s")
-    summary = RolloutSummary(
-        problems=len(problems),
-        solutions=read_records(out / "solutions", "solutions").num_rows,
-        states=read_records(out / "states", "states").num_rows,
-        shards_written=len(shards) - len(finished),
+    return ShardWork(
+        shards_written=len(mine) - len(finished),
         shards_skipped=len(finished),
         empty_dropped=empty,
         duplicates_dropped=duplicates,
         seconds=time.perf_counter() - start,
         tokens_generated=generator.tokens_generated - tokens_before,
     )
+
+
+def write_summary(config: RolloutConfig, task: Task, works: Sequence[ShardWork]) -> RolloutSummary:
+    """Merge every process's `ShardWork` with the record counts on disk into `out_dir/summary.json`, the mark of a
+    finished Stage A (wall time: the slowest process)."""
+    out = Path(config.out_dir)
+    summary = RolloutSummary(
+        problems=len(load_problems(config, task)),
+        solutions=read_records(out / "solutions", "solutions").num_rows,
+        states=read_records(out / "states", "states").num_rows,
+        shards_written=sum(w.shards_written for w in works),
+        shards_skipped=sum(w.shards_skipped for w in works),
+        empty_dropped=sum(w.empty_dropped for w in works),
+        duplicates_dropped=sum(w.duplicates_dropped for w in works),
+        seconds=max(w.seconds for w in works),
+        tokens_generated=sum(w.tokens_generated for w in works),
+    )
     write_json(out / "summary.json", asdict(summary))
     return summary
 
 
-def _finished_shards(out: Path, n_shards: int, config: RolloutConfig, policy_hash: str) -> set[int]:
-    """Indices of shards an earlier run finished (checked to match), after clearing its stale temp folders."""
-    _remove_temp_dirs(out)
-    finished = {i for i in range(n_shards) if _shard_dir(out, "states", i).is_dir()}
+def _finished_shards(out: Path, shards: Sequence[int], config: RolloutConfig, policy_hash: str) -> set[int]:
+    """Those of `shards` an earlier run finished (checked to match), after clearing their stale temp folders."""
+    _remove_temp_dirs(out, shards)
+    finished = {i for i in shards if _shard_dir(out, "states", i).is_dir()}
     for i in sorted(finished):
         _check_resumable(_shard_dir(out, "states", i), config, policy_hash)
     return finished
@@ -388,8 +433,10 @@ def _check_resumable(shard: Path, config: RolloutConfig, policy_hash: str) -> No
         )
 
 
-def _remove_temp_dirs(out: Path) -> None:
-    """Delete temp folders a killed writer left in `solutions/` and `states/` (never read, only disk space)."""
+def _remove_temp_dirs(out: Path, shards: Sequence[int]) -> None:
+    """Delete temp folders a killed writer left for `shards` in `solutions/` and `states/` (never read, only disk
+    space); other processes' shards are left alone, they may be writing them right now."""
     for kind in ("solutions", "states"):
-        for tmp in (out / kind).glob(f".{SHARD_PREFIX}*"):
-            shutil.rmtree(tmp, ignore_errors=True)
+        for i in shards:
+            for tmp in (out / kind).glob(f".{_shard_dir(out, kind, i).name}.tmp-*"):
+                shutil.rmtree(tmp, ignore_errors=True)

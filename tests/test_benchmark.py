@@ -17,9 +17,10 @@ from transformers import AutoTokenizer
 from dapo.actor import ActorModule
 from dapo.advantages import AdvantageConfig, run_advantages
 from dapo.callbacks import BenchmarkEval
-from dapo.callbacks.benchmark_eval import _gather, interleave
+from dapo.callbacks.benchmark_eval import _gather
 from dapo.cli import cli_main
 from dapo.data_modules import StepDataModule
+from dapo.distributed import interleave
 from dapo.evaluation import EvalResult, evaluate_examples, pass_at_k
 from dapo.records import Provenance, write_records
 from dapo.sampling import SamplingParams

@@ -35,10 +35,11 @@ def test_every_config_parses(config, capsys):
     every top-level key of the file is in the parsed configuration."""
     header = (CONFIGS / config).read_text().splitlines()[0].split()
     assert header[:2] == ["#", "dapo"] and f"configs/{config}" in header, header
-    command = header[2]
+    command = header[2]  # the header's own --config files (an overlay names the config it goes on), then debug
+    args = [str(CONFIGS / a.removeprefix("configs/")) if a.startswith("configs/") else a for a in header[3:]]
     overlay = ["--config", str(CONFIGS / "debug.yaml")] if command in ("fit", "iterate") else []
     with pytest.raises(SystemExit) as exit_info:
-        cli_main([command, "--config", str(CONFIGS / config), *overlay, "--print_config"])
+        cli_main([command, *args, *overlay, "--print_config"])
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert set(yaml.safe_load((CONFIGS / config).read_text())) <= set(printed)

@@ -11,8 +11,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from transformers import AutoTokenizer
 
-from dapo.records import read_records
+from dapo.cli import cli_main
+from dapo.records import read_provenance, read_records
 from dapo.tasks import (
     TASKS,
     ArithTask,
@@ -187,6 +189,53 @@ def test_write_problems_stores_a_benchmark_task(tmp_path):
     assert stored["answer"] == ["14", "\\frac{3}{4}"]
 
 
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+def _chat_tokenizer(path: str, **kwargs):
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def test_problem_prompts_in_a_chat_template(tiny_model_dir, arith):
+    """With a tokenizer, a prompt is its chat template over the task's messages plus the generation prompt. The
+    generator encodes prompts with the tokenizer's special tokens, so a BOS the template writes is dropped from the
+    text when the tokenizer adds one itself, and kept when it does not."""
+    examples = list(arith.load("test"))[:3]
+    plain = _chat_tokenizer(tiny_model_dir)  # adds no BOS
+    adding = _chat_tokenizer(tiny_model_dir, add_bos_token=True)
+    bos = plain.bos_token
+    for tokenizer, head in ((plain, bos), (adding, "")):
+        rows = problem_rows(arith, examples, tokenizer)
+        for row, example in zip(rows, examples, strict=True):
+            turn = arith.messages(example)[0]["content"]
+            assert row["prompt"] == f"{head}<user>{turn}\n<assistant>"
+            ids = tokenizer(row["prompt"]).input_ids
+            assert ids[0] == tokenizer.bos_token_id and tokenizer.bos_token_id not in ids[1:]  # one BOS, not two
+            chat = tokenizer.apply_chat_template(arith.messages(example), add_generation_prompt=True, tokenize=True)
+            assert ids == chat["input_ids"]
+            assert row["answer"] == arith.final_answer(example) and json.loads(row["example"]) == example
+    with pytest.raises(ValueError, match=r"has no chat template to render 'arith' prompts"):
+        problem_rows(arith, examples, AutoTokenizer.from_pretrained(tiny_model_dir))
+
+
+def test_dapo_problems_renders_prompts_with_a_models_chat_template(tiny_model_dir, tmp_path):
+    chat_model = tmp_path / "chat_model"
+    _chat_tokenizer(tiny_model_dir).save_pretrained(chat_model)
+    out = tmp_path / "problems"
+    cli_main(["problems", "--out", str(out), "--limit", "2", "--chat_template_from", str(chat_model)])
+    stored, config = read_records(out, "problems"), read_provenance(out).config
+    assert all(p.startswith("<|bos|><user>") and p.endswith("\n<assistant>") for p in stored["prompt"])
+    assert config["chat_template"] is True and config["chat_template_from"] == str(chat_model)
+    cli_main(["problems", "--out", str(out), "--limit", "2"])
+    stored, config = read_records(out, "problems"), read_provenance(out).config
+    assert all(p.endswith("Solution:\n") for p in stored["prompt"]) and config["chat_template"] is False
+
+
 # -- scoring -----------------------------------------------------------------------------------------------------
 
 
@@ -253,7 +302,7 @@ def test_the_bundled_humaneval_problems_load_offline_and_only_as_test():
 
 
 def test_task_named():
-    assert set(TASKS) == {"arith", "math", "gsm8k", "humaneval", "mbpp"}
+    assert set(TASKS) == {"arith", "math", "gsm8k", "gsm_symbolic", "humaneval", "mbpp"}
     for name, cls in TASKS.items():
         task = task_named(name)
         assert type(task) is cls and task.name == name
@@ -261,7 +310,8 @@ def test_task_named():
     gsm8k = task_named("gsm8k", data=path)
     assert isinstance(gsm8k, GSM8KTask) and gsm8k.data == path
     assert isinstance(task_named("arith"), ArithTask)
-    with pytest.raises(ValueError, match=r"unknown task 'gsm9k'; known tasks: arith, gsm8k, humaneval, math, mbpp"):
+    known = "arith, gsm8k, gsm_symbolic, humaneval, math, mbpp"
+    with pytest.raises(ValueError, match=rf"unknown task 'gsm9k'; known tasks: {known}"):
         task_named("gsm9k")
     with pytest.raises(ValueError, match=r"'arith' generates its problems"):
         task_named("arith", data=path)

@@ -41,6 +41,7 @@ class ValueModel(nn.Module):
         head_file = Path(path) / VALUE_HEAD_FILE
         if head_file.exists():
             model.head.load_state_dict(load_file(str(head_file)))
+        model.head.to(backbone.device)  # a quantized backbone is placed at load time (device_map)
         return model
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -59,7 +60,8 @@ class ValueModel(nn.Module):
         hidden = self.backbone(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
         ).last_hidden_state  # (b, s, h)
-        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)  # (b, s)
+        logits = self.head(hidden.to(self.head.weight.dtype))  # (b, s, 1)
+        return logits[..., 0].clone()  # (b, s); a copy, not a view: FSDP2 hooks the root module's output
 
 
 class StepScorer:

@@ -1,8 +1,9 @@
 """Tasks: problem sources with pure scoring functions, and their conversion to `problems` records."""
 
 from .arith import ArithTask
-from .base import Example, Task, problem_rows, write_problems
+from .base import Example, Task, chat_renderer, problem_rows, write_problems
 from .gsm8k import GSM8KTask
+from .gsm_symbolic import GSMSymbolicTask
 from .humaneval import HumanEvalTask
 from .math import MathTask
 from .mbpp import MBPPTask
@@ -11,10 +12,13 @@ TASKS: dict[str, type[Task]] = {
     ArithTask.name: ArithTask,
     MathTask.name: MathTask,
     GSM8KTask.name: GSM8KTask,
+    GSMSymbolicTask.name: GSMSymbolicTask,
     HumanEvalTask.name: HumanEvalTask,
     MBPPTask.name: MBPPTask,
 }
 """Task classes by name, for `dapo evaluate --task NAME`."""
+GENERATED = (ArithTask.name, GSMSymbolicTask.name)
+"""Tasks that generate their problems (no `data` to load)."""
 
 
 def task_named(name: str, data: str | None = None) -> Task:
@@ -23,8 +27,8 @@ def task_named(name: str, data: str | None = None) -> Task:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
     if data is None:
         return TASKS[name]()
-    if name == ArithTask.name:
-        raise ValueError("task 'arith' generates its problems and takes no data; leave data unset")
+    if name in GENERATED:
+        raise ValueError(f"task {name!r} generates its problems and takes no data; leave data unset")
     return TASKS[name](data=data)  # type: ignore[call-arg]
 
 
@@ -33,10 +37,12 @@ __all__ = [
     "ArithTask",
     "Example",
     "GSM8KTask",
+    "GSMSymbolicTask",
     "HumanEvalTask",
     "MBPPTask",
     "MathTask",
     "Task",
+    "chat_renderer",
     "problem_rows",
     "task_named",
     "write_problems",

@@ -1,13 +1,15 @@
 """The shape every task follows: load examples, render a prompt, score a response.
 
 `score` is a pure function of (example, response): Stage A's rewards, the advantage stage's terminal rewards
-and benchmark evaluation all call the same one, so a grader is never written twice.
+and benchmark evaluation all call the same one, so a grader is never written twice. Prompts come in two forms, the
+plain `prompt` (base models) and `messages` rendered by a tokenizer's chat template (`chat_renderer`, instruct
+models); `problems` records and `dapo evaluate` use the same renderer.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -47,15 +49,35 @@ class Task(Protocol):
         ...
 
 
-def problem_rows(task: Task, examples: Sequence[Example]) -> list[dict[str, str]]:
-    """`problems` records for `examples`: the rendered prompt plus the original row as JSON for scoring."""
+def chat_renderer(task: Task, tokenizer: Any) -> Callable[[Example], str]:
+    """Render an example as the tokenizer's chat template applied to the task's messages, ready for generation.
+
+    The generator tokenizes prompts with the tokenizer's special tokens (`HFGenerator._encode`), so a BOS that the
+    template writes and the tokenizer adds again would double: such a leading BOS is dropped from the text."""
+    if not tokenizer.chat_template:
+        raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no chat template to render {task.name!r} prompts")
+    bos = tokenizer.bos_token if tokenizer.bos_token_id in tokenizer("").input_ids else None
+
+    def render(example: Example) -> str:
+        text = str(tokenizer.apply_chat_template(task.messages(example), add_generation_prompt=True, tokenize=False))
+        return text[len(bos) :] if bos and text.startswith(bos) else text
+
+    return render
+
+
+def problem_rows(task: Task, examples: Sequence[Example], tokenizer: Any = None) -> list[dict[str, str]]:
+    """`problems` records for `examples`: the rendered prompt plus the original row as JSON for scoring.
+
+    The prompt is `task.prompt` (plain text, for base models), or with a `tokenizer` its chat template applied to
+    `task.messages` with the generation prompt (for instruct models): Stage A continues it verbatim."""
+    render = task.prompt if tokenizer is None else chat_renderer(task, tokenizer)
     rows = []
     for i, example in enumerate(examples):
         rows.append(
             {
                 "id": str(example.get("id", f"{task.name}-{i:06d}")),
                 "task": task.name,
-                "prompt": task.prompt(example),
+                "prompt": render(example),
                 "answer": task.final_answer(example),
                 "example": json.dumps(example, sort_keys=True),
             }
@@ -63,10 +85,14 @@ def problem_rows(task: Task, examples: Sequence[Example]) -> list[dict[str, str]
     return rows
 
 
-def write_problems(task: Task, out: str | Path, split: str = "train", limit: int | None = None) -> Path:
-    """Write the first `limit` examples of `split` as a `problems` dataset (atomically, with provenance)."""
+def write_problems(
+    task: Task, out: str | Path, split: str = "train", limit: int | None = None, tokenizer: Any = None
+) -> Path:
+    """Write the first `limit` examples of `split` as a `problems` dataset (atomically, with provenance); with a
+    `tokenizer`, prompts are its chat template rendering (see `problem_rows`), and the provenance says so."""
     from dapo.records import Provenance, write_records
 
-    rows = problem_rows(task, list(task.load(split))[:limit])
-    config = {"task": task.name, "split": split, "limit": limit}
+    rows = problem_rows(task, list(task.load(split))[:limit], tokenizer)
+    config = {"task": task.name, "split": split, "limit": limit, "chat_template": tokenizer is not None}
+    config["chat_template_from"] = None if tokenizer is None else str(tokenizer.name_or_path)
     return write_records(rows, out, "problems", Provenance(producer="dapo problems", config=config))
