@@ -24,8 +24,9 @@ from transformers import AutoTokenizer
 
 from dapo.adapters import LoadIn
 from dapo.distributed import barrier, gather, world
+from dapo.fingerprint import policy_fingerprint
 from dapo.records import move_aside, read_provenance
-from dapo.rollout import RolloutConfig, policy_fingerprint, roll_out_shards, write_summary
+from dapo.rollout import RolloutConfig, roll_out_shards, write_summary
 from dapo.sampling import Generator
 from dapo.tasks import ArithTask, Task, write_problems
 

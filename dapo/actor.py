@@ -30,10 +30,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from dapo.adapters import LoadIn, LoraSettings, add_lora, merge_lora
 from dapo.backbone import TrainableBackbone
 from dapo.data_modules import StepDataModule
+from dapo.fingerprint import policy_fingerprint
 from dapo.losses import DapoLoss, dapo_loss
 from dapo.packing import Batch, unpack_batch
 from dapo.records import read_provenance
-from dapo.rollout import policy_fingerprint
 from dapo.scoring import check_packing, param_dtype, policy_logprobs
 
 RATIO_STATS = ("log_ratio_mean", "log_ratio_std", "sign_agreement", "kl_ref")  # what `log_ratio_stats` returns

@@ -32,10 +32,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from dapo.adapters import LoadIn, frozen
 from dapo.data_modules.featurize import state_group
 from dapo.distributed import world
+from dapo.fingerprint import policy_fingerprint
 from dapo.models.value import ValueModel
 from dapo.padding import pad_id_of
 from dapo.records import Provenance, read_provenance, read_records, write_json, write_records
-from dapo.rollout import policy_fingerprint
 from dapo.scoring import critic_values, policy_logprobs, score_with_model
 from dapo.steps import DEFAULT_DELIMITER, join_steps, split_steps
 

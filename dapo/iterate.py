@@ -30,8 +30,8 @@ from typing import Any
 
 import yaml
 
+from dapo.fingerprint import policy_fingerprint
 from dapo.records import replace_dir, write_json
-from dapo.rollout import policy_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,9 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
+from dapo.fingerprint import policy_fingerprint
 from dapo.records import Provenance, RecordError, read_provenance, read_records, schema_of, write_records
-from dapo.rollout import RolloutConfig, keep_balanced, mc_value, policy_fingerprint, run_rollouts
+from dapo.rollout import RolloutConfig, keep_balanced, mc_value, run_rollouts
 from dapo.sampling import SamplingParams
 from dapo.steps import split_steps
 from dapo.tasks.arith import ArithTask, apply_op, inject_mistake

@@ -25,6 +25,23 @@ INSTRUCTION = (
 _ANNOTATION = re.compile(r"<<[^<>]*>>")
 
 
+def question_prompt(question: str) -> str:
+    """The plain-text prompt of a grade-school word problem (GSM8K and gsm_symbolic share it)."""
+    return f"{INSTRUCTION}\n\nQuestion: {question}\nSolution:\n"
+
+
+def question_messages(question: str) -> list[dict[str, str]]:
+    """The question as one user turn, for `tokenizer.apply_chat_template`."""
+    return [{"role": "user", "content": f"{INSTRUCTION}\n\n{question}"}]
+
+
+def number_score(response: str, answer: str) -> float:
+    """1.0 iff the response's final answer equals `answer`; never raises on any string."""
+    if not isinstance(response, str):
+        return 0.0
+    return 1.0 if grade(response, answer).correct else 0.0
+
+
 def final_number(solution: str) -> str:
     """The text after the last "####" of a GSM8K solution, stripped and without thousands commas; "" if none."""
     _, marker, tail = solution.rpartition("####")
@@ -60,17 +77,14 @@ class GSM8KTask:
         return with_ids(rows, self.name, split)
 
     def prompt(self, example: Example) -> str:
-        return f"{INSTRUCTION}\n\nQuestion: {example['question']}\nSolution:\n"
+        return question_prompt(example["question"])
 
     def messages(self, example: Example) -> list[dict[str, str]]:
-        """The question as one user turn, for `tokenizer.apply_chat_template`."""
-        return [{"role": "user", "content": f"{INSTRUCTION}\n\n{example['question']}"}]
+        return question_messages(example["question"])
 
     def score(self, example: Example, response: str) -> float:
         """1.0 iff the response's final answer equals the "#### N" number; never raises on any string."""
-        if not isinstance(response, str):
-            return 0.0
-        return 1.0 if grade(response, self.final_answer(example)).correct else 0.0
+        return number_score(response, self.final_answer(example))
 
     def reference_solution(self, example: Example) -> str | None:
         return clean_solution(str(example["answer"]))

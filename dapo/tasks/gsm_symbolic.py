@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from dapo.graders.math import grade
 from dapo.tasks.base import Example
-from dapo.tasks.gsm8k import INSTRUCTION
+from dapo.tasks.gsm8k import number_score, question_messages, question_prompt
 
 SPLITS = ("train", "test")
 TEST_BUCKETS = 10  # 1 in TEST_BUCKETS distinct questions belongs to the test split
@@ -124,17 +123,14 @@ class GSMSymbolicTask:
         )
 
     def prompt(self, example: Example) -> str:
-        return f"{INSTRUCTION}\n\nQuestion: {example['question']}\nSolution:\n"
+        return question_prompt(example["question"])
 
     def messages(self, example: Example) -> list[dict[str, str]]:
-        """The question as one user turn, for `tokenizer.apply_chat_template`."""
-        return [{"role": "user", "content": f"{INSTRUCTION}\n\n{example['question']}"}]
+        return question_messages(example["question"])
 
     def score(self, example: Example, response: str) -> float:
         """1.0 iff the response's final answer equals the example's `answer`; never raises on any string."""
-        if not isinstance(response, str):
-            return 0.0
-        return 1.0 if grade(response, self.final_answer(example)).correct else 0.0
+        return number_score(response, self.final_answer(example))
 
     def reference_solution(self, example: Example) -> str | None:
         """reasoning-gym's worked solution, one step per line, ending with "The answer is N"."""
