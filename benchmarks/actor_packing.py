@@ -12,11 +12,10 @@ and/or result (a wrong "Answer: N" for the last step, terminal, so it ends with 
 [-0.5, 0.5], reference log-probs -10. The rows go through `actor_items` and `collate_actor` into micro-batches of
 `--states-per-batch` states; the unpacked form of each is `unpack_batch` (built once, outside the timing).
 One actor step per micro-batch is `policy_logprobs` + `dapo_loss` + backward + AdamW step + zero_grad on a freshly
-built tiny Llama (each mode trains its own copy, from the same weights). Each mode gets one untimed warm-up pass
-over all micro-batches, then `--repeats` timed passes, interleaved packed / unpacked so that other load on the
-machine hits both alike; the median is reported, ± half the min-max range. The log-prob check runs first, on the
-untrained copy, in eval mode without grad, in fp32. The times are only meaningful on otherwise idle cores: with
-other work on them, torch's intra-op threads can slow down many-fold (try `--threads 1` on a shared machine).
+built tiny Llama (each mode trains its own copy, from the same weights); a pass is one step on every micro-batch.
+Timing as in `benchmarks.common` (warm-up, interleaved repeats, median ± half the range). Peak memory: one pass in
+a fresh child process per mode, above the resident model and optimizer state (`peak_above_current_mib`). The
+log-prob check runs first, on the untrained copy, in eval mode without grad, in fp32.
 
 Run: `python -m benchmarks.actor_packing [--problems 4 --actions 16 --states-per-batch 4 ...]`
 """
@@ -25,24 +24,30 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from benchmarks.rollout_throughput import build_model
+from benchmarks.common import (
+    child_env,
+    interleaved,
+    machine_line,
+    median_spread,
+    peak_above_current_mib,
+    random_tiny_model,
+    table_header,
+    table_row,
+)
 from dapo.data_modules.collate import ActorItem, collate_actor
 from dapo.data_modules.featurize import actor_items
 from dapo.losses import dapo_loss
@@ -68,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--peak-memory-of", choices=["packed", "unpacked"], help=argparse.SUPPRESS)  # child process
     return parser.parse_args(argv)
 
 
@@ -167,95 +173,72 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
     optimizer.zero_grad()
 
 
-def time_pass(step: Callable[[Batch], None], batches: Sequence[Batch]) -> float:
-    """Seconds for one training step on every batch."""
-    start = time.perf_counter()
-    for batch in batches:
-        step(batch)
-    return time.perf_counter() - start
-
-
-def trainer(model: nn.Module, packed: bool, lr: float) -> Callable[[Batch], None]:
-    """A training step on a private copy of `model` (train mode) with its own AdamW."""
+def training_pass(model: nn.Module, batches: Sequence[Batch], packed: bool, lr: float) -> Callable[[], None]:
+    """One training step on every batch, on a private copy of `model` (train mode) with its own AdamW."""
     model = copy.deepcopy(model).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    return lambda batch: train_step(model, optimizer, batch, packed)
+
+    def run() -> None:
+        for batch in batches:
+            train_step(model, optimizer, batch, packed)
+
+    return run
 
 
-def measure(model: nn.Module, batches: dict[str, list[Batch]], repeats: int, lr: float) -> dict[str, list[float]]:
-    """Seconds per pass over each mode's batches ("packed" or not), every mode from the same weights: one
-    warm-up pass each, then `repeats` rounds of one timed pass per mode, interleaved so that other load on the
-    machine hits both modes alike."""
-    steps = {name: trainer(model, name == "packed", lr) for name in batches}
-    for name, step in steps.items():
-        time_pass(step, batches[name])
-    seconds: dict[str, list[float]] = {name: [] for name in batches}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            seconds[name].append(time_pass(step, batches[name]))
-    return seconds
+def peak_memory_mib(argv: Sequence[str], mode: str) -> float:
+    """Peak resident memory of one training pass in `mode`, above the loaded model and optimizer state, measured
+    in a fresh child process (so the two modes cannot share freed memory)."""
+    command = [sys.executable, "-m", "benchmarks.actor_packing", *argv, "--peak-memory-of", mode]
+    done = subprocess.run(command, env=child_env(), capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def measure_own_peak(args: argparse.Namespace) -> None:
+    """The child's side of `peak_memory_mib`: warm up (optimizer state exists), then print the pass's peak."""
+    model, batches, _ = prepare(args)
+    packed = args.peak_memory_of == "packed"
+    run = training_pass(model, batches[args.peak_memory_of], packed, args.lr)
+    run()
+    print(f"{peak_above_current_mib(run):.2f}")
 
 
 # -- report ------------------------------------------------------------------------------------------------------
-
-
-def spread(values: Sequence[float]) -> float:
-    """Half the min-max range."""
-    return (max(values) - min(values)) / 2
-
-
-def metric_line(name: str, packed: str, unpacked: str, ratio: float) -> str:
-    """One table row: packed, unpacked and unpacked / packed."""
-    return f"{name:<17} packed {packed:<16} unpacked {unpacked:<16} ratio {ratio:.2f}x"
-
-
-def timing_text(ms: Sequence[float]) -> str:
-    """Median (± half the range)."""
-    return f"{statistics.median(ms):.1f} (± {spread(ms):.1f})"
 
 
 def print_header(args: argparse.Namespace, items: Sequence[ActorItem], n_batches: int, vocab: int) -> None:
     """The machine and the workload."""
     state_tokens, action_tokens = token_means(items)
     n_actions = sum(len(item["suffixes"]) for item in items)
-    print(
-        f"machine: {os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"1-min load average {os.getloadavg()[0]:.2f} at start"
-    )
+    print(machine_line())
     print(
         f"workload: {args.problems} problems, {len(items)} states, {n_actions / len(items):.0f} actions per state, "
-        f"mean state tokens {state_tokens:.1f}, mean action tokens {action_tokens:.1f}"
-    )
-    print(
-        f"          {n_batches} micro-batches of {args.states_per_batch} state(s), "
-        f"model hidden {args.hidden_size} x {args.num_layers} layers, vocab {vocab}"
+        f"mean state tokens {state_tokens:.1f}, mean action tokens {action_tokens:.1f}; {n_batches} micro-batches "
+        f"of {args.states_per_batch} state(s); model hidden {args.hidden_size} x {args.num_layers} layers, "
+        f"vocab {vocab}; step = log-probs + DAPO loss + backward + AdamW; median of {args.repeats} passes"
     )
 
 
-def print_table(tokens: dict[str, float], ms: dict[str, list[float]], diff: float, repeats: int) -> None:
-    """tokens/state, step ms/state, their ratios, and the log-prob check."""
-    token_ratio = tokens["unpacked"] / tokens["packed"]
-    print(metric_line("tokens/state", f"{tokens['packed']:,.0f}", f"{tokens['unpacked']:,.0f}", token_ratio))
-    time_ratio = statistics.median(ms["unpacked"]) / statistics.median(ms["packed"])
-    print(metric_line("step ms/state", timing_text(ms["packed"]), timing_text(ms["unpacked"]), time_ratio))
-    print(f"logprob max |diff| {diff:.2e} (packed vs unpacked, per action, eval mode, fp32)")
-    print(f"(step: median of {repeats} passes after one warm-up, ± half the range; ratio = unpacked / packed)")
+def print_table(tokens: dict[str, float], ms: dict[str, list[float]], peak: dict[str, float]) -> None:
+    """tokens/state, step ms/state and peak memory, packed (A) against one padded row per action (B)."""
+    print(table_header())
+    a, b = "packed", "unpacked"
+    print(table_row("actor: tokens per state", f"{a} {tokens[a]:,.0f}", f"{b} {tokens[b]:,.0f}", tokens[b] / tokens[a]))
+    ratio = statistics.median(ms[b]) / statistics.median(ms[a])
+    print(table_row("actor: step ms per state", f"{a} {median_spread(ms[a])}", f"{b} {median_spread(ms[b])}", ratio))
+    print(table_row("actor: peak MiB per pass", f"{a} {peak[a]:.1f}", f"{b} {peak[b]:.1f}", peak[b] / peak[a]))
 
 
 def load_model(args: argparse.Namespace, task: ArithTask) -> tuple[nn.Module, Any]:
-    """The tiny Llama of `benchmarks.rollout_throughput` (fp32, train mode) and its tokenizer."""
+    """A random tiny Llama (fp32, train mode) with a BPE tokenizer trained on the task's texts."""
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_model(task, Path(tmp) / "tiny", args)
+        model_dir = random_tiny_model(task, Path(tmp) / "tiny", args.hidden_size, args.num_layers, args.vocab_size)
         model = AutoModelForCausalLM.from_pretrained(str(model_dir)).float().train()
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     return model, tokenizer
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    hf_logging.disable_progress_bar()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+def prepare(args: argparse.Namespace) -> tuple[nn.Module, dict[str, list[Batch]], list[ActorItem]]:
+    """The model, each mode's micro-batches and the actor items, the same in every process for the same args."""
     torch.manual_seed(args.seed)
     task = ArithTask(n_steps=args.n_steps, train_size=500, test_size=max(args.problems, 1), seed=0)
     model, tokenizer = load_model(args, task)
@@ -263,13 +246,29 @@ def main(argv: list[str] | None = None) -> None:
     items, _ = actor_items(action_rows(task, args.problems, args.actions, args.seed), tokenizer, max_length=4096)
     batches = {"packed": micro_batches(items, args.states_per_batch, pad_id)}
     batches["unpacked"] = [unpack_batch(batch, pad_id) for batch in batches["packed"]]
-    print_header(args, items, len(batches["packed"]), len(tokenizer))
+    return model, batches, items
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    hf_logging.disable_progress_bar()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.peak_memory_of:
+        measure_own_peak(args)
+        return
+    model, batches, items = prepare(args)
+    print_header(args, items, len(batches["packed"]), model.config.vocab_size)
     diff = max_logprob_diff(model, batches["packed"], batches["unpacked"])
     n_states = len(items)
     tokens = {name: tokens_per_state(b, n_states) for name, b in batches.items()}
-    seconds = measure(model, batches, args.repeats, args.lr)
+    runs = {name: training_pass(model, b, name == "packed", args.lr) for name, b in batches.items()}
+    seconds = interleaved(runs, args.repeats)
     ms = {name: [1000 * s / n_states for s in values] for name, values in seconds.items()}
-    print_table(tokens, ms, diff, args.repeats)
+    own_args = list(argv if argv is not None else sys.argv[1:])
+    peak = {name: peak_memory_mib(own_args, name) for name in batches}
+    print_table(tokens, ms, peak)
+    print(f"log-prob check: max |packed - unpacked| = {diff:.2e} per action (eval mode, fp32)")
 
 
 if __name__ == "__main__":

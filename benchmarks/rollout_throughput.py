@@ -1,67 +1,61 @@
-"""Rollout throughput: shared-prefix vs plain `HFGenerator` on a DAPO-shaped workload, on CPU.
+"""Rollout throughput: dapo's `HFGenerator` vs plain per-sample generation, on a paper-shaped MC workload, on CPU.
 
 Why: DAPO's Monte Carlo value estimates sample many rollouts (16 here) from every state s_t = prompt + first t
-steps of a solution. The shared-prefix path encodes each state once and repeats its KV cache; the plain path
-encodes it once per rollout. This measures what that buys on the same model, states, seeds and settings.
+steps of a solution, and every rollout runs to the end of the solution, so Stage A's cost grows with the square
+of the steps. Three ways to do the same rollouts, on the same model, states and sampling settings:
+  - plain: `model.generate` on every state repeated n times (each rollout encodes its state), in the states' own
+    order, with transformers' default `DynamicCache`: what one writes with transformers alone;
+  - dapo, no shared prefix: `HFGenerator(shared_prefix=False)`: states longest first, in-place KV cache
+    (`dapo.kv_cache`), each rollout still encodes its state;
+  - dapo: `HFGenerator()`: the above, plus each state encoded once and its KV cache repeated for its n rollouts.
 
-Workload: `--problems` arith problems with `--n-steps` operations; for each, the states before every step of the
-reference solution (t = 0 .. steps - 1), `--rollouts` sampled continuations each (temperature 1.0), at most
-`--max-new-tokens` tokens. The model is a freshly built tiny Llama (untrained, so rollouts mostly run to the cap).
-Each mode gets one warm-up run, then `--repeats` timed runs; the median tokens/s is reported.
+Workload: the states before every step (t = 0 .. T - 1) of the reference solutions of `--problems` arith problems
+with `--n-steps` operations (T = n_steps + 1 lines), `--rollouts` sampled continuations each (temperature 1.0,
+at most `--max-new-tokens`), from a tiny Llama fine-tuned to write such solutions (`paper_shaped_policy`, built
+once into runs/bench), so a rollout from s_t writes about T - t more lines and stops, as in a real solution.
+Timing as in `benchmarks.common`; tokens/s counts generated tokens (eos included, padding not).
 
-Run: `python -m benchmarks.rollout_throughput [--problems 4 --rollouts 16 ...]`
+Run: `python -m benchmarks.rollout_throughput [--problems 2 --rollouts 16 --batch-size 64 ...]`
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import tempfile
-import time
-from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
+import torch
 from transformers.utils import logging as hf_logging
 
-from dapo.generation import HFGenerator
-from dapo.models import build_tiny_model
+from benchmarks.common import (
+    interleaved,
+    machine_line,
+    median_spread,
+    paper_shaped_policy,
+    paper_task,
+    rates,
+    table_header,
+    table_row,
+)
+from dapo.generation import HFGenerator, count_new_tokens
+from dapo.padding import left_pad
 from dapo.sampling import SamplingParams
 from dapo.steps import split_steps, state_text
-from dapo.tasks import ArithTask
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--problems", type=int, default=4, help="arith problems whose states are rolled out")
-    parser.add_argument("--n-steps", type=int, default=4, help="operations per problem (solution has one more line)")
+    parser.add_argument("--problems", type=int, default=2, help="arith problems whose states are rolled out")
+    parser.add_argument("--n-steps", type=int, default=12, help="operations per problem (solution has one more line)")
     parser.add_argument("--rollouts", type=int, default=16, help="rollouts per state (SamplingParams.n)")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=64, help="rows (states x rollouts) per generate call")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode, after one warm-up")
-    parser.add_argument("--hidden-size", type=int, default=128)
-    parser.add_argument("--num-layers", type=int, default=4)
-    parser.add_argument("--vocab-size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per way, after one warm-up")
     return parser.parse_args(argv)
 
 
-def build_model(task: ArithTask, out_dir: Path, args: argparse.Namespace) -> Path:
-    """A tiny Llama whose BPE tokenizer is trained on the task's training prompts and solutions."""
-    texts = [task.prompt(ex) + (task.reference_solution(ex) or "") for ex in task.load("train")]
-    return build_tiny_model(
-        out_dir,
-        texts,
-        vocab_size=args.vocab_size,
-        hidden_size=args.hidden_size,
-        num_layers=args.num_layers,
-        num_heads=4,
-        seed=0,
-    )
-
-
-def workload_states(task: ArithTask, problems: int) -> list[str]:
+def workload_states(task: Any, problems: int) -> list[str]:
     """Every non-terminal state (prompt + first t steps, t < number of steps) of the first test problems."""
     states = []
     for ex in task.load("test")[:problems]:
@@ -70,46 +64,57 @@ def workload_states(task: ArithTask, problems: int) -> list[str]:
     return states
 
 
-def time_run(generator: HFGenerator, states: list[str], params: SamplingParams) -> tuple[float, int]:
-    """Seconds and generated tokens of one `generate` call over all states."""
+def plain_generate(generator: HFGenerator, states: Sequence[str], params: SamplingParams) -> int:
+    """The baseline: `model.generate` on each state repeated n times, `batch_size` rows per call, in order, default
+    cache, the same sampling options as `generator`. Returns the tokens generated."""
+    model, tokenizer = generator.model, generator.tokenizer
+    rows = [ids for ids in tokenizer(list(states))["input_ids"] for _ in range(params.n)]
+    config = generator._generation_config(params)
+    generated = 0
+    with torch.inference_mode():
+        for start in range(0, len(rows), generator.batch_size):
+            ids, mask = left_pad(rows[start : start + generator.batch_size], generator.pad_id)  # (b, s)
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)  # (b, s + t)
+            generated += count_new_tokens(out[:, ids.shape[1] :], generator.pad_id)
+    return generated
+
+
+def counted(generator: HFGenerator, states: Sequence[str], params: SamplingParams) -> int:
+    """Tokens generated by one `generator.generate` call."""
     before = generator.tokens_generated
-    start = time.perf_counter()
     generator.generate(states, params)
-    return time.perf_counter() - start, generator.tokens_generated - before
+    return generator.tokens_generated - before
 
 
-def measure(generator: HFGenerator, states: list[str], params: SamplingParams, repeats: int) -> float:
-    """Median tokens/s over `repeats` timed runs, after one untimed warm-up."""
-    time_run(generator, states, params)
-    rates = []
-    for _ in range(repeats):
-        seconds, tokens = time_run(generator, states, params)
-        rates.append(tokens / seconds)
-    return statistics.median(rates)
-
-
-def main(argv: list[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     hf_logging.disable_progress_bar()
-    task = ArithTask(n_steps=args.n_steps, train_size=500, test_size=max(args.problems, 1), seed=0)
+    task = paper_task(args.n_steps, test_size=max(args.problems, 1))
     states = workload_states(task, args.problems)
     params = SamplingParams(n=args.rollouts, temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_model(task, Path(tmp) / "tiny", args)
-        shared = HFGenerator.from_pretrained(str(model_dir), batch_size=args.batch_size)
-    plain = HFGenerator(shared.model, shared.tokenizer, batch_size=args.batch_size, shared_prefix=False)
-    prompt_tokens = [len(ids) for ids in shared.tokenizer(states)["input_ids"]]
+    dapo = HFGenerator.from_pretrained(str(paper_shaped_policy(args.n_steps)), batch_size=args.batch_size)
+    unshared = HFGenerator(dapo.model, dapo.tokenizer, batch_size=args.batch_size, shared_prefix=False)
+    tokens: dict[str, list[int]] = {"plain": [], "dapo, no shared prefix": [], "dapo": []}
+    runs = {
+        "plain": lambda: tokens["plain"].append(plain_generate(dapo, states, params)),
+        "dapo, no shared prefix": lambda: tokens["dapo, no shared prefix"].append(counted(unshared, states, params)),
+        "dapo": lambda: tokens["dapo"].append(counted(dapo, states, params)),
+    }
+    seconds = interleaved(runs, args.repeats)
+    speed = {name: rates(tokens[name][1:], seconds[name]) for name in runs}  # [0] is the warm-up's count
+    prompt_tokens = [len(ids) for ids in dapo.tokenizer(states)["input_ids"]]
+    print(machine_line())
     print(
-        f"workload: {len(states)} states x {args.rollouts} rollouts, prompt tokens "
-        f"{min(prompt_tokens)}-{max(prompt_tokens)} (mean {statistics.mean(prompt_tokens):.0f}), "
-        f"max_new_tokens {args.max_new_tokens}, batch_size {args.batch_size}, "
-        f"model hidden {args.hidden_size} x {args.num_layers} layers, vocab {len(shared.tokenizer)}"
+        f"workload: {len(states)} states x {args.rollouts} rollouts, state tokens {min(prompt_tokens)}-"
+        f"{max(prompt_tokens)} (mean {statistics.mean(prompt_tokens):.0f}), mean rollout "
+        f"{statistics.mean(tokens['dapo'][1:]) / len(states) / args.rollouts:.0f} tokens (max {args.max_new_tokens}), "
+        f"{args.batch_size} rows per generate call, tiny Llama hidden 128 x 4 layers; median of {args.repeats} runs"
     )
-    rates = {}
-    for name, generator in (("shared-prefix", shared), ("plain", plain)):
-        rates[name] = measure(generator, states, params, args.repeats)
-        print(f"{name:>13}: {rates[name]:10.1f} tokens/s (median of {args.repeats})")
-    print(f"{'ratio':>13}: {rates['shared-prefix'] / rates['plain']:10.2f}x (shared-prefix / plain)")
+    print(table_header())
+    for a, b in (("dapo", "plain"), ("dapo, no shared prefix", "plain"), ("dapo", "dapo, no shared prefix")):
+        ratio = statistics.median(speed[a]) / statistics.median(speed[b])
+        a_text, b_text = f"{a}: {median_spread(speed[a], 0)} tok/s", f"{b}: {median_spread(speed[b], 0)} tok/s"
+        print(table_row("rollouts: generated tokens/s", a_text, b_text, ratio))
 
 
 if __name__ == "__main__":

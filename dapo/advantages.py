@@ -34,6 +34,7 @@ from dapo.data_modules.featurize import state_group
 from dapo.distributed import world
 from dapo.fingerprint import policy_fingerprint
 from dapo.models.value import ValueModel
+from dapo.packing import packed_length
 from dapo.padding import pad_id_of
 from dapo.records import Provenance, read_provenance, read_records, write_json, write_records
 from dapo.scoring import critic_values, policy_logprobs, score_with_model
@@ -105,6 +106,10 @@ class AdvantageSummary:
     """Unique actions written (of kept states)."""
     terminal_actions: int
     """Of which end the solution."""
+    tokens_critic: int
+    """Tokens the critic ran over: each scored state once plus its unique non-terminal candidates (packed)."""
+    tokens_reference: int
+    """Tokens the reference policy ran over: each kept state once plus its actions (packed)."""
     seconds_critic: float
     seconds_reference: float
     seconds: float
@@ -147,8 +152,9 @@ def _device(config: AdvantageConfig) -> torch.device:
     return torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def _critic_values(states: Sequence[_State], config: AdvantageConfig) -> tuple[list[list[float]], int]:
-    """V(s + a) of every candidate (true reward where terminal and `terminal_reward`); unique pairs scored once."""
+def _critic_values(states: Sequence[_State], config: AdvantageConfig) -> tuple[list[list[float]], int, int]:
+    """V(s + a) of every candidate (true reward where terminal and `terminal_reward`), unique pairs scored once;
+    with the number of pairs scored and the packed tokens they took."""
     assert config.critic_path is not None
     critic = frozen(ValueModel.from_pretrained, config.critic_path, config.load_in, _device(config))
     tokenizer = AutoTokenizer.from_pretrained(config.critic_path)
@@ -173,18 +179,21 @@ def _critic_values(states: Sequence[_State], config: AdvantageConfig) -> tuple[l
     for state, actions in zip(states, to_score, strict=True):
         by_action = dict(zip(actions, next(scored), strict=True)) if actions else {}
         values.append([by_action[c.action] if _needs_critic(c, config) else c.reward for c in state.cands])
-    return values, sum(len(a) for a in to_score)
+    return values, sum(len(a) for a in to_score), sum(packed_length(g) for g in groups)
 
 
-def _reference_logprobs(groups: Sequence[tuple[str, list[ScoredAction]]], config: AdvantageConfig) -> list[list[float]]:
-    """log pi_ref(a | s) of every kept action, tokenized exactly as the actor's data module will."""
+def _reference_logprobs(
+    groups: Sequence[tuple[str, list[ScoredAction]]], config: AdvantageConfig
+) -> tuple[list[list[float]], int]:
+    """log pi_ref(a | s) of every kept action, tokenized exactly as the actor's data module will, and the packed
+    tokens they took."""
     policy = frozen(AutoModelForCausalLM.from_pretrained, config.policy_path, config.load_in, _device(config))
     tokenizer = AutoTokenizer.from_pretrained(config.policy_path)
     token_groups = [
         state_group(tokenizer, prefix, [a.candidate.action for a in acts], [a.candidate.is_terminal for a in acts])
         for prefix, acts in groups
     ]
-    return score_with_model(
+    logprobs = score_with_model(
         policy,
         lambda batch, packed: policy_logprobs(policy, batch, packed),
         token_groups,
@@ -193,6 +202,7 @@ def _reference_logprobs(groups: Sequence[tuple[str, list[ScoredAction]]], config
         max_tokens=config.max_tokens,
         desc="reference log-probs",
     )
+    return logprobs, sum(packed_length(g) for g in token_groups)
 
 
 def _action_row(state: _State, scored: ScoredAction, ref_logprob: float) -> dict[str, Any]:
@@ -235,18 +245,21 @@ def run_advantages(config: AdvantageConfig) -> AdvantageSummary:
     ]
     if not states:
         raise ValueError(f"{config.states_path}: no state has completions to take candidate actions from")
-    values, n_scored = _critic_values(states, config)
+    values, n_scored, tokens_critic = _critic_values(states, config)
     critic_done = time.perf_counter()
     selected = [select_actions(s.cands, v, config.min_gap) for s, v in zip(states, values, strict=True)]
     kept = [(s, acts) for s, acts in zip(states, selected, strict=True) if acts]
-    logprobs = _reference_logprobs([(s.prefix, acts) for s, acts in kept], config) if kept else []
+    logprobs, tokens_reference = (
+        _reference_logprobs([(s.prefix, acts) for s, acts in kept], config) if kept else ([], 0)
+    )
+    tokens = (tokens_critic, tokens_reference)
     rows = [
         _action_row(state, scored, ref)
         for (state, acts), refs in zip(kept, logprobs, strict=True)
         for scored, ref in zip(acts, refs, strict=True)
     ]
     if world()[0] > 0:  # every rank scored its share; rank 0 writes
-        return _summary(states, kept, rows, n_scored, (start, critic_done, time.perf_counter()))
+        return _summary(states, kept, rows, (n_scored, *tokens), (start, critic_done, time.perf_counter()))
     out = Path(config.out_dir)
     write_records(
         rows,
@@ -259,7 +272,7 @@ def run_advantages(config: AdvantageConfig) -> AdvantageSummary:
             policy_hash=policy_fingerprint(config.policy_path),
         ),
     )
-    summary = _summary(states, kept, rows, n_scored, (start, critic_done, time.perf_counter()))
+    summary = _summary(states, kept, rows, (n_scored, *tokens), (start, critic_done, time.perf_counter()))
     write_json(out / "summary.json", asdict(summary))
     print(f"advantages: {json.dumps(asdict(summary))}")
     return summary
@@ -269,14 +282,17 @@ def _summary(
     states: Sequence[_State],
     kept: Sequence[tuple[_State, list[ScoredAction]]],
     rows: Sequence[Mapping[str, Any]],
-    n_scored: int,
+    counts: tuple[int, int, int],
     times: tuple[float, float, float],
 ) -> AdvantageSummary:
-    start, critic_done, end = times
+    """`counts`: critic-scored pairs, critic tokens, reference tokens; `times`: start, critic done, end."""
+    (n_scored, tokens_critic, tokens_reference), (start, critic_done, end) = counts, times
     return AdvantageSummary(
         states=len(states),
         candidates=sum(len(s.cands) for s in states),
         critic_scored=n_scored,
+        tokens_critic=tokens_critic,
+        tokens_reference=tokens_reference,
         states_kept=len(kept),
         actions=len(rows),
         terminal_actions=sum(row["is_terminal"] for row in rows),

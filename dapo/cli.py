@@ -8,6 +8,7 @@
     dapo problems --out DIR ...                write a `problems` dataset from a task (--chat_template_from MODEL:
                                                prompts in that tokenizer's chat template)
     dapo iterate --config configs/iterate.yaml N rounds of Stage A, critic, advantages, actor (resumable)
+    dapo plan --config configs/iterate.yaml    tokens, FLOPs and device-hours per stage, before running
     dapo demo --out runs/demo                  the embedded demo: start policy, DAPO, RFT baseline, report
     dapo evaluate --model DIR --task NAME      a policy on a benchmark: summary.json + examples.jsonl
     dapo tiny-model --out DIR ...              build a tiny random Llama + BPE tokenizer for a task
@@ -31,12 +32,14 @@ from dapo.demo import demo
 from dapo.export import export_checkpoint
 from dapo.gguf import import_gguf
 from dapo.iterate import iterate
+from dapo.plan import plan
 
 LIGHTNING_COMMANDS = {"fit": "train a model (LightningCLI)", "validate": "validate a model (LightningCLI)"}
 COMMANDS: dict[str, Callable[..., Any]] = {
     "rollout": rollout,
     "advantages": advantages,
     "iterate": iterate,
+    "plan": plan,
     "demo": demo,
     "evaluate": evaluate,
     "problems": make_problems,

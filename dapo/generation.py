@@ -1,9 +1,10 @@
 """`HFGenerator`: the `Generator` protocol on a Hugging Face causal LM, with rollouts sharing their prompt's prefix.
 
 What: `generate(prompts, params)` returns `params.n` continuations per prompt, as text without the prompt and
-without special tokens. Prompts are processed in chunks of at most `batch_size` rows (prompts x n), left-padded,
-KV-cached, stopping at end-of-sequence, greedy when `temperature == 0` and otherwise sampled with
+without special tokens. Prompts are processed longest first in chunks of at most `batch_size` rows (prompts x n),
+left-padded, KV-cached, stopping at end-of-sequence, greedy when `temperature == 0` and otherwise sampled with
 temperature / top-p (top-k off, so the distribution is exactly the policy's, tempered and truncated by top-p).
+The KV cache appends in place (`dapo.kv_cache`) instead of copying itself at every token.
 
 Why a shared prefix: DAPO samples many rollouts (MC value estimates, candidate actions) from every state
 s_t = prompt + first t steps, so the same long prefix is continued n times. Instead of encoding it n times, each
@@ -13,8 +14,9 @@ repeated `input_ids` / `attention_mask`, notices that the cache already holds al
 only runs that last token before decoding. Greedy outputs are identical to the plain path (`shared_prefix=False`),
 which is what the tests check.
 
-Determinism: chunk i is sampled after `torch.manual_seed(params.seed + i)` inside `torch.random.fork_rng`, so the
-output is a function of (prompts, params, batch_size) and the caller's global RNG state is left untouched.
+Determinism: chunk i (in longest-first order) is sampled after `torch.manual_seed(params.seed + i)` inside
+`torch.random.fork_rng`, so the output is a function of (prompts, params, batch_size) and the caller's global RNG
+state is left untouched.
 
 `params.one_step` (candidate actions): a `FirstStepStopping` criterion stops each row as soon as its decoded text
 holds a complete first step, and the text is then cut to that step (`cut_to_first_step`). Following
@@ -47,9 +49,13 @@ from transformers import (
 )
 
 from dapo.adapters import LoadIn, frozen
+from dapo.kv_cache import reserved_cache
 from dapo.padding import left_pad
 from dapo.sampling import SamplingParams
 from dapo.steps import DEFAULT_DELIMITER, first_step
+
+SEGMENT = 16
+"""Tokens generated between two checks for rows that ended (`HFGenerator._decode_dropping_finished`)."""
 
 __all__ = ["FirstStepStopping", "HFGenerator", "count_new_tokens", "cut_to_first_step"]
 
@@ -145,6 +151,7 @@ class HFGenerator:
         if isinstance(prompts, str):
             raise TypeError("prompts must be a sequence of strings, not a single string")
         rows = self._encode(prompts)
+        order = longest_first(rows)
         per_chunk = max(1, self.batch_size // params.n)
         was_training = self.model.training
         self.model.eval()
@@ -154,10 +161,13 @@ class HFGenerator:
                 for index, start in enumerate(range(0, len(rows), per_chunk)):
                     with torch.random.fork_rng(devices=self._rng_devices()):
                         torch.manual_seed(params.seed + index)
-                        results += self._generate_chunk(rows[start : start + per_chunk], params)
+                        results += self._generate_chunk([rows[i] for i in order[start : start + per_chunk]], params)
         finally:
             self.model.train(was_training)
-        return results
+        by_prompt: list[list[str]] = [[] for _ in rows]
+        for i, texts in zip(order, results, strict=True):
+            by_prompt[i] = texts
+        return by_prompt
 
     def _encode(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids of each prompt, with the tokenizer's usual special tokens (e.g. a BOS)."""
@@ -175,29 +185,69 @@ class HFGenerator:
         ids, mask = left_pad(rows, self.pad_id)  # (b, s), (b, s)
         ids, mask = ids.to(self.device), mask.to(self.device)
         n, width = params.n, ids.shape[1]
-        extra: dict[str, Any] = {}
+        cache = reserved_cache(self.model.config, params.max_new_tokens)
         if self.shared_prefix and width > 1:
-            extra["cache"] = self._prefix_cache(ids, mask, n)
-        if params.one_step:
-            criterion = FirstStepStopping(self.tokenizer, width, params.delimiter)
-            extra["stopping_criteria"] = StoppingCriteriaList([criterion])
-        out = self.model.generate(  # type: ignore[operator]
-            input_ids=ids.repeat_interleave(n, dim=0),  # (b * n, s)
-            attention_mask=mask.repeat_interleave(n, dim=0),  # (b * n, s)
-            generation_config=self._generation_config(params),
-            synced_gpus=self.synced_gpus,
-            **extra,
-        )  # (b * n, s + t)
-        new = out[:, width:]  # (b * n, t)
+            self._fill_prefix(cache, ids, mask, n)
+        rows_ids, rows_mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)  # (b * n, s)
+        if params.one_step or self.synced_gpus:  # per-row stopping state / ranks in lockstep: one call
+            new = self._decode(rows_ids, rows_mask, cache, params, params.max_new_tokens)  # (b * n, t)
+        else:
+            new = self._decode_dropping_finished(rows_ids, rows_mask, cache, params)  # (b * n, t)
         self.tokens_generated += count_new_tokens(new, self.pad_id)
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         if params.one_step:
             texts = [cut_to_first_step(text, params.delimiter) for text in texts]
         return [texts[i * n : (i + 1) * n] for i in range(len(rows))]
 
-    def _prefix_cache(self, ids: torch.Tensor, mask: torch.Tensor, n: int) -> DynamicCache:
-        """KV cache of every prompt token but the last, computed once per prompt, then repeated n times."""
-        cache = DynamicCache(config=self.model.config)
+    def _decode(
+        self, ids: torch.Tensor, mask: torch.Tensor, cache: DynamicCache, params: SamplingParams, max_new: int
+    ) -> torch.Tensor:
+        """Up to `max_new` tokens after (r, s) `ids` with one `generate` call: (r, t), pad after a row's eos."""
+        extra: dict[str, Any] = {}
+        if params.one_step:
+            criterion = FirstStepStopping(self.tokenizer, ids.shape[1], params.delimiter)
+            extra["stopping_criteria"] = StoppingCriteriaList([criterion])
+        out = self.model.generate(  # type: ignore[operator]
+            input_ids=ids,
+            attention_mask=mask,
+            generation_config=self._generation_config(params, max_new),
+            synced_gpus=self.synced_gpus,
+            cache=cache,
+            **extra,
+        )  # (r, s + t)
+        return out[:, ids.shape[1] :]
+
+    def _decode_dropping_finished(
+        self, ids: torch.Tensor, mask: torch.Tensor, cache: DynamicCache, params: SamplingParams
+    ) -> torch.Tensor:
+        """`_decode` in segments of SEGMENT tokens; after each, rows that ended leave the batch (with their cache
+        rows), so the rows still writing stop paying for those that are done. (r, t), pad after a row's eos.
+
+        `generate` is resumed with the rows' tokens so far and their cache, which holds all but the last token (as
+        after `_fill_prefix`), so it runs only that token before decoding on."""
+        rows = ids.shape[0]
+        new = torch.full((rows, params.max_new_tokens), self.pad_id, dtype=ids.dtype, device=ids.device)  # (r, m)
+        active = torch.arange(rows, device=ids.device)  # (a,) rows still writing
+        eos = torch.tensor(self.eos_id if isinstance(self.eos_id, list) else [self.eos_id], device=ids.device)
+        done = 0
+        while active.numel() and done < params.max_new_tokens:
+            budget = min(SEGMENT, params.max_new_tokens - done)
+            produced = self._decode(ids, mask, cache, params, budget)  # (a, k)
+            k = produced.shape[1]
+            new[active, done : done + k] = produced
+            done += k
+            ended = torch.isin(produced, eos).any(dim=1)  # (a,)
+            if k < budget or bool(ended.all()):
+                break
+            ids, mask = torch.cat([ids, produced], 1), torch.cat([mask, torch.ones_like(produced)], 1)  # (a, s + k)
+            if bool(ended.any()):
+                keep = (~ended).nonzero().squeeze(1)  # (a',)
+                ids, mask, active = ids[keep], mask[keep], active[keep]
+                cache.batch_select_indices(keep)
+        return new[:, :done]
+
+    def _fill_prefix(self, cache: DynamicCache, ids: torch.Tensor, mask: torch.Tensor, n: int) -> None:
+        """Fill `cache` with every prompt token but the last, computed once per prompt, then repeated n times."""
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # (b, s): as `generate` derives them
         self.model(
             input_ids=ids[:, :-1],  # (b, s - 1)
@@ -208,12 +258,11 @@ class HFGenerator:
             logits_to_keep=1,  # the logits are not needed: skip the (b, s - 1, vocab) projection
         )
         cache.batch_repeat_interleave(n)  # (b, ...) -> (b * n, ...), rows of a prompt adjacent
-        return cache
 
-    def _generation_config(self, params: SamplingParams) -> GenerationConfig:
+    def _generation_config(self, params: SamplingParams, max_new_tokens: int | None = None) -> GenerationConfig:
         """Explicit options, so a checkpoint's own defaults (top_k, repetition penalty, ...) cannot leak in."""
         options: dict[str, Any] = {
-            "max_new_tokens": params.max_new_tokens,
+            "max_new_tokens": params.max_new_tokens if max_new_tokens is None else max_new_tokens,
             "num_beams": 1,
             "use_cache": True,
             "eos_token_id": self.eos_id,
@@ -225,6 +274,13 @@ class HFGenerator:
         else:
             options.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
         return GenerationConfig(**options)
+
+
+def longest_first(rows: Sequence[Sequence[int]]) -> list[int]:
+    """Indices of `rows`, longest first (stable). Chunks of similar lengths waste less on left padding, and
+    states of similar depth in a solution also have similar amounts left to generate, so the rows of a chunk
+    finish together; the longest come first so that running out of memory shows at once."""
+    return sorted(range(len(rows)), key=lambda i: -len(rows[i]))
 
 
 def _first_not_none(*values: Any) -> Any:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import torch
 
@@ -136,11 +136,13 @@ def attention_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
-def model_inputs(batch: Batch, packed: bool, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Keyword arguments for a Hugging Face forward: a 4D mask when packed, a 2D padding mask when not."""
+def model_inputs(batch: Batch, packed: bool, dtype: torch.dtype) -> dict[str, Any]:
+    """Keyword arguments for a Hugging Face forward: a 4D mask when packed, a 2D padding mask when not; no KV
+    cache (one forward over whole sequences has no use for one)."""
     segments = batch["segment_ids"]
     mask = attention_bias(shared_prefix_mask(segments), dtype) if packed else (segments >= 0).long()
-    return {"input_ids": batch["input_ids"], "attention_mask": mask, "position_ids": batch["position_ids"]}
+    ids, positions = batch["input_ids"], batch["position_ids"]
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": False}
 
 
 def unpack_batch(batch: Batch, pad_id: int) -> Batch:

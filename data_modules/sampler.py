@@ -23,14 +23,24 @@ def plan_batches(
     seed: int,
     bucket_window: int = 1024,
 ) -> list[list[int]]:
-    """Index batches whose padded cost stays within `max_tokens` (an item over budget gets a batch alone)."""
+    """Index batches whose padded cost stays within `max_tokens` (an item over budget gets a batch alone). With
+    `bucket`, a batch never spans two windows: it would pair one window's longest items with the next one's
+    shortest."""
     rng = random.Random(seed)
     order = list(range(len(lengths)))
     if shuffle:
         rng.shuffle(order)
-    if bucket:
-        windows = [order[i : i + bucket_window] for i in range(0, len(order), bucket_window)]
-        order = [i for window in windows for i in sorted(window, key=lambda k: lengths[k])]
+    windows = [order[i : i + bucket_window] for i in range(0, len(order), bucket_window)] if bucket else [order]
+    batches: list[list[int]] = []
+    for window in windows:
+        batches += _fill(sorted(window, key=lambda k: lengths[k]) if bucket else window, lengths, rows, max_tokens)
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def _fill(order: Sequence[int], lengths: Sequence[int], rows: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """`order` cut into consecutive batches, each as long as the budget allows."""
     batches: list[list[int]] = []
     current: list[int] = []
     longest = n_rows = 0
@@ -42,8 +52,6 @@ def plan_batches(
         longest, n_rows = max(longest, lengths[i]), n_rows + rows[i]
     if current:
         batches.append(current)
-    if shuffle:
-        rng.shuffle(batches)
     return batches
 
 

@@ -52,3 +52,12 @@ def test_epochs_reshuffle_and_ranks_split():
     rank1 = TokenBudgetBatchSampler(lengths, 200, seed=1, num_replicas=2, rank=1)
     assert len(rank0) == len(rank1)
     assert not {i for b in rank0 for i in b} & {i for b in rank1 for i in b}
+
+
+def test_bucketed_batches_do_not_span_windows():
+    """Windows [0, 1] and [2, 3]: a batch running on from window 1 (longest item 10) into window 2 would pad
+    items 2 and 3 from 1 to 10 tokens; closing the batch at the window's end leaves no padding there."""
+    lengths, rows = [1, 10, 1, 1], [1, 1, 1, 1]
+    batches = plan_batches(lengths, rows, 40, shuffle=False, bucket=True, seed=0, bucket_window=2)
+    assert batches == [[0, 1], [2, 3]]
+    assert plan_batches(lengths, rows, 40, shuffle=False, bucket=False, seed=0) == [[0, 1, 2, 3]]

@@ -57,8 +57,8 @@ class ValueModel(nn.Module):
         position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids (b, s) -> value logits (b, s); attention_mask (b, s) or a 4D packing mask (dapo.packing)."""
-        hidden = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        hidden = self.backbone(  # use_cache=False: a KV cache would only cost time and memory here
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state  # (b, s, h)
         logits = self.head(hidden.to(self.head.weight.dtype))  # (b, s, 1)
         return logits[..., 0].clone()  # (b, s); a copy, not a view: FSDP2 hooks the root module's output

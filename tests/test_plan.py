@@ -1,0 +1,100 @@
+"""`dapo plan`: the cost arithmetic against hand-worked numbers, the measured means, the model size, the command."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from dapo.cli import cli_main
+from dapo.plan import Assumptions, measure_means, model_shape, plan
+from dapo.plan_math import Device, ModelShape, StageCost, Workload, stage_costs
+
+SMALL = Workload(problems=1, n_samples=2, n_keep=1, n_rollouts=2, steps=2, tokens_per_step=3, prompt_tokens=4)
+NO_ATTENTION = ModelShape(params=10, layers=0, hidden=0)
+
+
+def _by_stage(costs: list[StageCost]) -> dict[str, tuple[float, float, float]]:
+    return {c.stage: (c.processed, c.generated, c.flops) for c in costs}
+
+
+def test_stage_tokens_worked_by_hand():
+    """P=1 problem, n=2 samples, k=1 kept, r=2 rollouts, T=2 steps of tau=3 tokens, p=4 prompt tokens:
+    sampling:  processed p = 4; generated 2 samples x (2 x 3 + eos) = 14
+    rollouts:  states s_0 (4 tokens), s_1 (4 + 3 = 7): processed 11; from s_0 2 x (6 + eos), from s_1 2 x (3 + eos): 22
+    critic:    one solution of 4 + 6 = 10 tokens
+    scoring:   states (11) + 2 states x 2 candidates x 3 tokens (12) = 23 for the critic, 23 for the reference: 46
+    actor:     23
+    FLOPs without attention: 2 N = 20 per token forward, 60 trained: sampling 18 x 20, critic 10 x 60."""
+    costs = _by_stage(stage_costs(SMALL, NO_ATTENTION))
+    assert costs["sampling"] == (4, 14, 360)
+    assert costs["MC rollouts"] == (11, 22, 660)
+    assert costs["critic"] == (10, 0, 600)
+    assert costs["scoring"] == (46, 0, 920)
+    assert costs["actor"] == (23, 0, 1380)
+
+
+def test_shares_epochs_and_validation_scale_the_right_stages():
+    """u = 0.5 distinct candidates: groups 11 + 2 x 2 x 0.5 x 3 = 17; f = 0.5 states kept: scoring 17 x 1.5, actor
+    17 x 0.5; 3 critic epochs on 90% of the data: 10 x 3 x 0.9 = 27."""
+    w = Workload(**{**SMALL.__dict__, "unique_actions": 0.5, "states_kept": 0.5, "critic_epochs": 3})
+    w = Workload(**{**w.__dict__, "critic_val_fraction": 0.1})
+    costs = _by_stage(stage_costs(w, NO_ATTENTION))
+    assert costs["scoring"][0] == pytest.approx(25.5)
+    assert costs["actor"][0] == pytest.approx(8.5)
+    assert costs["critic"][0] == pytest.approx(27)
+    assert costs["MC rollouts"][:2] == (11, 22)  # Stage A does not depend on them
+
+
+def test_rollouts_grow_with_the_square_of_the_steps():
+    double = Workload(**{**SMALL.__dict__, "steps": 4})
+    generated = [_by_stage(stage_costs(w, NO_ATTENTION))["MC rollouts"][1] for w in (SMALL, double)]
+    assert generated == [22, 2 * (3 * 4 * 5 / 2 + 4)]  # 22 -> 68: T (T + 1) / 2 goes 3 -> 10
+
+
+def test_attention_adds_4_L_d_per_token_of_context():
+    costs = _by_stage(stage_costs(SMALL, ModelShape(params=10, layers=2, hidden=8)))
+    assert costs["critic"][2] == pytest.approx(3 * 10 * (20 + 4 * 2 * 8 * 5))  # context: half the solution, 5
+
+
+def test_device_hours():
+    cost = StageCost("critic", "train", 1.0, 0.0, 3.6e15)
+    assert Device(tflops=1.0, train_utilization=1.0).hours(cost) == pytest.approx(1.0)
+    assert Device(tflops=1.0, generate_utilization=0.5).hours(StageCost("x", "generate", 1, 1, 3.6e15)) == 2.0
+
+
+def test_measure_means(tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    pairs = [("Start at 3.\n", "3 + 4 = 7\nAnswer: 7"), ("Start at 5.\n", "5 - 1 = 4\n4 * 2 = 8\nAnswer: 8")]
+    pairs.append(("Q", None))
+    means = measure_means(pairs, tiny_model_dir)
+    assert means["problems"] == 3 and means["steps"] == 2.5  # (2 + 3) / 2, the unsolved one left out
+    solution_tokens = sum(len(tokenizer(p + s).input_ids) - len(tokenizer(p).input_ids) for p, s in pairs[:2])
+    assert means["tokens_per_step"] == pytest.approx(solution_tokens / 5)
+    assert means["prompt_tokens"] == pytest.approx(sum(len(tokenizer(p).input_ids) for p, _ in pairs) / 3)
+
+
+def test_model_shape_counts_the_matrix_parameters(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    total = sum(p.numel() for p in model.parameters())
+    shape = model_shape(tiny_model_dir)
+    embedding = model.get_input_embeddings().weight.numel()
+    expected = total if model.config.tie_word_embeddings else total - embedding
+    config = model.config
+    assert shape == ModelShape(params=float(expected), layers=config.num_hidden_layers, hidden=config.hidden_size)
+
+
+def test_plan_command_reads_the_iterate_config(tiny_model_dir, capsys):
+    cli_main(["plan", "--config", "configs/iterate.yaml", "--policy_path", tiny_model_dir, "--device.tflops", "1"])
+    out = capsys.readouterr().out
+    assert "256 problems, 32 samples, 6 kept, 16 rollouts" in out  # configs/critic.yaml: limit 256, paper counts
+    assert "| MC rollouts |" in out and "| **2 rounds** |" in out
+
+
+def test_plan_without_policy_or_assumptions_says_what_to_give(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"assume\.problems"):
+        plan(policy_path=str(tmp_path / "none"))
+    assumed = Assumptions(problems=10, steps=5, tokens_per_step=10, prompt_tokens=50)
+    with pytest.raises(FileNotFoundError, match=r"model\.params"):
+        plan(policy_path=str(tmp_path / "none"), assume=assumed)
+    costs = plan(policy_path=None, assume=assumed, model=NO_ATTENTION)
+    assert [c.stage for c in costs] == ["sampling", "MC rollouts", "critic", "scoring", "actor"]
