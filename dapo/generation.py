@@ -4,7 +4,8 @@ What: `generate(prompts, params)` returns `params.n` continuations per prompt, a
 without special tokens. Prompts are processed longest first in chunks of at most `batch_size` rows (prompts x n),
 left-padded, KV-cached, stopping at end-of-sequence, greedy when `temperature == 0` and otherwise sampled with
 temperature / top-p (top-k off, so the distribution is exactly the policy's, tempered and truncated by top-p).
-The KV cache appends in place (`dapo.kv_cache`) instead of copying itself at every token.
+The KV cache appends in place (`dapo.kv_cache`) instead of copying itself at every token, and every `SEGMENT`
+tokens the rows that ended leave the batch (except with `one_step` or `synced_gpus`, which decode in one call).
 
 Why a shared prefix: DAPO samples many rollouts (MC value estimates, candidate actions) from every state
 s_t = prompt + first t steps, so the same long prefix is continued n times. Instead of encoding it n times, each
