@@ -39,12 +39,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from benchmarks.common import (
+    add_training_args,
     child_env,
     interleaved,
     machine_line,
     median_spread,
     peak_above_current_mib,
     random_tiny_model,
+    set_threads,
     table_header,
     table_row,
 )
@@ -66,13 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-steps", type=int, default=6, help="operations per problem (solution has one more line)")
     parser.add_argument("--actions", type=int, default=16, help="unique candidate actions per state")
     parser.add_argument("--states-per-batch", type=int, default=1, help="states (packed rows) per micro-batch")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per mode, after one warm-up")
-    parser.add_argument("--hidden-size", type=int, default=128)
-    parser.add_argument("--num-layers", type=int, default=4)
-    parser.add_argument("--vocab-size", type=int, default=512)
-    parser.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    add_training_args(parser)
     parser.add_argument("--peak-memory-of", choices=["packed", "unpacked"], help=argparse.SUPPRESS)  # child process
     return parser.parse_args(argv)
 
@@ -252,8 +248,7 @@ def prepare(args: argparse.Namespace) -> tuple[nn.Module, dict[str, list[Batch]]
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     hf_logging.disable_progress_bar()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     if args.peak_memory_of:
         measure_own_peak(args)
         return

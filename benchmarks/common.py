@@ -11,8 +11,10 @@ docs/performance.md as it is.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
+import random
 import re
 import statistics
 import time
@@ -24,6 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
+
+Row = dict[str, Any]
 
 CACHE_DIR = Path(os.environ.get("DAPO_BENCH_CACHE", "runs/bench"))
 """Where models built for benchmarks are kept between runs (built once per machine)."""
@@ -61,6 +65,23 @@ def median_spread(values: Sequence[float], digits: int = 1) -> str:
     return f"{statistics.median(values):,.{digits}f} (± {spread:,.{digits}f})"
 
 
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    """The options of the benchmarks that train a random tiny Llama: timing repeats, model size, AdamW lr, seed,
+    threads (apply with `set_threads`)."""
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per mode, after one warm-up")
+    parser.add_argument("--hidden-size", type=int, default=128)
+    parser.add_argument("--num-layers", type=int, default=4)
+    parser.add_argument("--vocab-size", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+
 def table_header() -> str:
     return "| comparison | A | B | ratio |\n|---|---|---|---|"
 
@@ -70,9 +91,9 @@ def table_row(comparison: str, a: str, b: str, ratio: float, note: str = "") -> 
     return f"| {comparison} | {a} | {b} | {ratio:.2f}x{' ' + note if note else ''} |"
 
 
-def rates(tokens: Sequence[int], seconds: Sequence[float]) -> list[float]:
-    """Tokens per second of each timed run."""
-    return [n / s for n, s in zip(tokens, seconds, strict=True)]
+def rates(counts: Sequence[float], seconds: Sequence[float]) -> list[float]:
+    """Items (tokens, batches, ...) per second of each timed run."""
+    return [n / s for n, s in zip(counts, seconds, strict=True)]
 
 
 # -- memory --------------------------------------------------------------------------------------------------------
@@ -131,6 +152,28 @@ def random_tiny_model(task: Any, out: Path, hidden_size: int, num_layers: int, v
 
     sizes = {"vocab_size": vocab_size, "hidden_size": hidden_size, "num_layers": num_layers, "num_heads": 4}
     return tiny_model_for_task(out, task.load("train"), task, **sizes, seed=0)
+
+
+def reference_states(task: Any, ex: Any, rng: random.Random, problem_id: str, n_rollouts: int) -> list[Row]:
+    """`states` records (dapo.records) for s_0 .. s_T of the reference solution of `ex`, random MC values."""
+    from dapo.steps import split_steps
+
+    steps = split_steps(task.reference_solution(ex) or "")
+    return [
+        {
+            "state_id": f"{problem_id}/s0/t{t}",
+            "problem_id": problem_id,
+            "solution_id": f"{problem_id}/s0",
+            "t": t,
+            "prompt": task.prompt(ex),
+            "steps": steps,
+            "mc_value": rng.random(),
+            "n_rollouts": n_rollouts * (t < len(steps)),
+            "completions": [],
+            "completion_rewards": [],
+        }
+        for t in range(len(steps) + 1)
+    ]
 
 
 def paper_task(n_steps: int = 12, test_size: int = 64) -> Any:

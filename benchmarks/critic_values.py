@@ -44,11 +44,14 @@ from transformers.utils import logging as hf_logging
 
 from benchmarks.actor_packing import step_variants
 from benchmarks.common import (
+    add_training_args,
     interleaved,
     machine_line,
     median_spread,
     paper_task,
     random_tiny_model,
+    reference_states,
+    set_threads,
     table_header,
     table_row,
 )
@@ -74,13 +77,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-steps", type=int, default=12, help="operations per problem (solution has one more line)")
     parser.add_argument("--candidates", type=int, default=16, help="unique candidate next steps per state (scoring)")
     parser.add_argument("--max-tokens", type=int, default=8192, help="padded-token budget of a batch (both modes)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per mode, after one warm-up")
-    parser.add_argument("--hidden-size", type=int, default=128)
-    parser.add_argument("--num-layers", type=int, default=4)
-    parser.add_argument("--vocab-size", type=int, default=512)
-    parser.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    add_training_args(parser)
     return parser.parse_args(argv)
 
 
@@ -90,25 +87,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def state_rows(task: Any, problems: int, seed: int) -> list[Row]:
     """`states` records (dapo.records) for s_0 .. s_T of the reference solutions, with random MC values."""
     rng = random.Random(seed)
-    rows: list[Row] = []
-    for ex in task.load("test")[:problems]:
-        steps = split_steps(task.reference_solution(ex) or "")
-        for t in range(len(steps) + 1):
-            rows.append(
-                {
-                    "state_id": f"{ex['id']}/s0/t{t}",
-                    "problem_id": ex["id"],
-                    "solution_id": f"{ex['id']}/s0",
-                    "t": t,
-                    "prompt": task.prompt(ex),
-                    "steps": steps,
-                    "mc_value": rng.random(),
-                    "n_rollouts": 16 * (t < len(steps)),
-                    "completions": [],
-                    "completion_rewards": [],
-                }
-            )
-    return rows
+    return [row for ex in task.load("test")[:problems] for row in reference_states(task, ex, rng, ex["id"], 16)]
 
 
 def candidate_groups(task: Any, tokenizer: Any, problems: int, candidates: int, seed: int) -> list[TokenGroup]:
@@ -329,8 +308,7 @@ def prepare(
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     hf_logging.disable_progress_bar()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     model, pad_id, items, batches, groups = prepare(args)
     n_states = sum(len(item["boundaries"]) for item in items)
     print_header(args, items, groups, batches)

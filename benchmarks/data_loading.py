@@ -41,11 +41,19 @@ from torch.utils.data import DataLoader
 from transformers.utils import logging as hf_logging
 
 from benchmarks.actor_packing import action_rows
-from benchmarks.common import interleaved, machine_line, median_spread, random_tiny_model, table_header, table_row
+from benchmarks.common import (
+    interleaved,
+    machine_line,
+    median_spread,
+    random_tiny_model,
+    rates,
+    reference_states,
+    table_header,
+    table_row,
+)
 from dapo.data_modules import StepDataModule
 from dapo.packing import packed_length
 from dapo.records import Provenance, write_records
-from dapo.steps import split_steps
 from dapo.tasks import ArithTask
 
 Row = dict[str, Any]
@@ -77,27 +85,6 @@ def arith_tasks(args: argparse.Namespace) -> dict[int, ArithTask]:
     return {k: ArithTask(n_steps=k, train_size=per_k, test_size=max(args.actor_problems, 1), seed=0) for k in ks}
 
 
-def trajectory_states(task: ArithTask, ex: Row, tag: str, rng: random.Random) -> list[Row]:
-    """`states` records s_0..s_T of the reference solution of `ex`, with random MC values; ids prefixed by `tag`."""
-    steps = split_steps(task.reference_solution(ex) or "")
-    problem_id = f"{tag}/{ex['id']}"
-    return [
-        {
-            "state_id": f"{problem_id}/s0/t{t}",
-            "problem_id": problem_id,
-            "solution_id": f"{problem_id}/s0",
-            "t": t,
-            "prompt": task.prompt(ex),
-            "steps": steps,
-            "mc_value": rng.random(),
-            "n_rollouts": 4 * (t < len(steps)),
-            "completions": [],
-            "completion_rewards": [],
-        }
-        for t in range(len(steps) + 1)
-    ]
-
-
 def critic_rows(tasks: dict[int, ArithTask], trajectories: int, seed: int) -> list[Row]:
     """`states` records of `trajectories` reference solutions, taken round-robin over the tasks (so over k)."""
     rng = random.Random(seed)
@@ -105,7 +92,7 @@ def critic_rows(tasks: dict[int, ArithTask], trajectories: int, seed: int) -> li
     examples.sort(key=lambda pair: int(pair[1]["id"].rsplit("-", 1)[1]))  # interleave the k: index-major
     rows: list[Row] = []
     for k, ex in examples[:trajectories]:
-        rows += trajectory_states(tasks[k], ex, f"k{k}", rng)
+        rows += reference_states(tasks[k], ex, rng, f"k{k}/{ex['id']}", 4)
     return rows
 
 
@@ -170,10 +157,6 @@ def epoch_run(loader: DataLoader) -> Callable[[], int]:
     return run
 
 
-def per_second(count: float, seconds: Sequence[float]) -> list[float]:
-    return [count / s for s in seconds]
-
-
 # -- report ------------------------------------------------------------------------------------------------------
 
 
@@ -193,7 +176,7 @@ def rate_rows(mode: str, stats: dict[str, dict[str, float]], seconds: dict[str, 
     out = []
     for unit in ("batches", item_name):
         count = {name: stats[name]["batches" if unit == "batches" else "items"] for name in SETTINGS}
-        speed = {name: per_second(count[name], seconds[name]) for name in SETTINGS}
+        speed = {name: rates([count[name]] * len(seconds[name]), seconds[name]) for name in SETTINGS}
         a, b = (f"{name} ({stats[name]['batches']} batches): {median_spread(speed[name], 0)}/s" for name in SETTINGS)
         ratio = statistics.median(speed[SETTINGS[0]]) / statistics.median(speed[SETTINGS[1]])
         note = "(bucketed batches hold more rows)" if unit == "batches" else ""
@@ -230,7 +213,7 @@ def compare_workers(paths: dict[str, Path], max_tokens: int, repeats: int) -> st
     a_name, b_name = loaders
     n_batches = len(loaders[a_name].batch_sampler)
     seconds = interleaved({name: epoch_run(loader) for name, loader in loaders.items()}, repeats)
-    speed = {name: per_second(n_batches, s) for name, s in seconds.items()}
+    speed = {name: rates([n_batches] * len(s), s) for name, s in seconds.items()}
     ratio = statistics.median(speed[a_name]) / statistics.median(speed[b_name])
     a, b = (f"{name}: {median_spread(speed[name], 0)}/s" for name in loaders)
     return table_row("critic, bucketed: batches/s, DataLoader workers", a, b, ratio)

@@ -68,7 +68,7 @@ def stage_seconds(round_dir: Path) -> dict[str, float]:
     }
 
 
-def measured_tokens(round_dir: Path, policy: Path, problems: int) -> dict[str, int]:
+def measured_tokens(round_dir: Path, policy: Path) -> dict[str, int]:
     """Tokens each stage really processed: generated (sampling, rollouts) or packed sequences (the rest)."""
     from dapo.baseline import actor_train_tokens
     from dapo.data_modules import StepDataModule
@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         stage_a = overlay(args.problems, root)
         iterate(str(policy), str(root / "iterate"), 1, CRITIC, ACTOR, stage_a=stage_a, seed=0)
         round_dir = root / "iterate" / "iter-01"
-        seconds, measured = stage_seconds(round_dir), measured_tokens(round_dir, policy, args.problems)
+        seconds, measured = stage_seconds(round_dir), measured_tokens(round_dir, policy)
         means = run_means(round_dir, policy)
         plans = {"reference means": planned(policy, stage_a, Assumptions())}
         plans["run's means"] = planned(policy, stage_a, Assumptions(**means))

@@ -13,6 +13,7 @@ a model or dataset that is not on this machine. The arithmetic is in `dapo.plan_
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -137,8 +138,6 @@ def _problem_texts(critic: Config, rollout: Any) -> list[tuple[str, str | None]]
     task = _task(critic)
     problems = Path(rollout.problems_path) if rollout.problems_path else None
     if problems is not None and problems.exists():
-        import json
-
         rows = read_records(problems, "problems")
         pairs = [(row["prompt"], task.reference_solution(json.loads(row["example"]))) for row in rows]
     else:
