@@ -31,6 +31,7 @@ from dapo.adapters import LoadIn, LoraSettings, add_lora, merge_lora
 from dapo.backbone import TrainableBackbone
 from dapo.data_modules import StepDataModule
 from dapo.fingerprint import policy_fingerprint
+from dapo.guards import NonFinitePolicy, check_policy
 from dapo.losses import DapoLoss, dapo_loss
 from dapo.packing import Batch, unpack_batch
 from dapo.records import read_provenance
@@ -68,6 +69,7 @@ class ActorModule(TrainableBackbone, L.LightningModule):
         verify_packing: bool = True,
         lora: LoraSettings | None = None,
         load_in: LoadIn | None = None,
+        on_nonfinite: NonFinitePolicy = "raise",
     ) -> None:
         """
         Args:
@@ -79,8 +81,11 @@ class ActorModule(TrainableBackbone, L.LightningModule):
             lora: train LoRA adapters instead of every weight.
             load_in: "8bit" / "4bit" (nf4) to load the frozen base through bitsandbytes: QLoRA, needs `lora`.
                 Score the reference log-probs with the same `advantages.load_in`, so that log-ratios start at 0.
+            on_nonfinite: a NaN/inf loss or gradient "raise"s (stops the fit naming the batch) or "skip"s that
+                optimizer step (counted, logged as train/skipped_steps).
         """
         super().__init__()
+        check_policy(on_nonfinite)
         if beta <= 0:
             raise ValueError(f"beta must be positive, got {beta}")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])

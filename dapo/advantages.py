@@ -20,6 +20,7 @@ Left out: value-model ensembles, length normalisation, re-sampling candidates (t
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -30,13 +31,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dapo.adapters import LoadIn, frozen
-from dapo.data_modules.featurize import state_group
+from dapo.data_modules.featurize import check_steps, state_group
 from dapo.distributed import world
 from dapo.fingerprint import policy_fingerprint
 from dapo.models.value import ValueModel
 from dapo.packing import packed_length
 from dapo.padding import pad_id_of
-from dapo.records import Provenance, read_provenance, read_records, write_json, write_records
+from dapo.records import Provenance, RecordError, SkipCounter, read_provenance, read_records, write_json, write_records
 from dapo.scoring import critic_values, policy_logprobs, score_with_model
 from dapo.steps import DEFAULT_DELIMITER, join_steps, split_steps
 
@@ -68,6 +69,8 @@ class AdvantageConfig:
     load_in: LoadIn | None = None
     """Load the critic and the reference policy in "8bit" or "4bit" (nf4) through bitsandbytes; match the actor's
     `load_in` (QLoRA) so its log-ratios start at 0."""
+    strict: bool = True
+    """Raise on a malformed state (see docs/reliability.md); False: skip it, count it, report the counts."""
 
     def __post_init__(self) -> None:
         if self.min_gap < 0:
@@ -232,17 +235,40 @@ def provenance_config(config: AdvantageConfig) -> dict[str, Any]:
     }
 
 
+def check_state(row: Mapping[str, Any], delimiter: str) -> None:
+    """A state Stage B can score: whole steps before it, one reward per completion, each finite and in [0, 1]."""
+    terminal = row["t"] == len(row["steps"])  # the whole solution, whose last step may end without a delimiter
+    check_steps(row["steps"][: row["t"]], delimiter, last_may_end=terminal)
+    rewards = row["completion_rewards"]
+    if len(rewards) != len(row["completions"]):
+        raise RecordError(f"{len(row['completions'])} completions but {len(rewards)} completion_rewards")
+    if any(not (math.isfinite(r) and 0.0 <= r <= 1.0) for r in rewards):
+        raise RecordError(f"completion_rewards {rewards} are not all finite numbers in [0, 1]")
+
+
+def _states_with_candidates(config: AdvantageConfig) -> list[_State]:
+    """The states of `config.states_path` that have completions, checked (`check_state`)."""
+    states, skipped = [], SkipCounter()
+    for i, row in enumerate(read_records(config.states_path, "states", config.strict)):
+        try:
+            check_state(row, config.delimiter)
+        except RecordError as error:
+            message = f"{config.states_path}: state {row['state_id']!r} (row {i}): {error}"
+            skipped.skip_or_raise(config.strict, message, "malformed state")
+            continue
+        if cands := candidates(row["completions"], row["completion_rewards"], config.delimiter):
+            states.append(_State(row, row["prompt"] + join_steps(row["steps"][: row["t"]]), cands))
+    skipped.report(f"states of {config.states_path}")
+    return states
+
+
 def run_advantages(config: AdvantageConfig) -> AdvantageSummary:
     """Score every candidate, select actions, add reference log-probs; write `out_dir/actions` + summary.json."""
     for name in ("states_path", "critic_path", "policy_path", "out_dir"):
         if not getattr(config, name):
             raise ValueError(f"advantages.{name} is required")
     start = time.perf_counter()
-    states = [
-        _State(row, row["prompt"] + join_steps(row["steps"][: row["t"]]), cands)
-        for row in read_records(config.states_path, "states")
-        if (cands := candidates(row["completions"], row["completion_rewards"], config.delimiter))
-    ]
+    states = _states_with_candidates(config)
     if not states:
         raise ValueError(f"{config.states_path}: no state has completions to take candidate actions from")
     values, n_scored, tokens_critic = _critic_values(states, config)

@@ -4,7 +4,9 @@ FSDP2, hand only trainable parameters to the optimizer, and checkpoint only what
 `TrainableBackbone` is mixed into both LightningModules ahead of `LightningModule`; it reads the `lora` and
 `load_in` hyperparameters each module declares and leaves the model itself to the module's `configure_model()`.
 Checkpoints record which module wrote them (`dapo_module`), so `dapo export` rebuilds the right one; with LoRA
-they hold only the adapters (and the critic's value head): the frozen base is reloaded from `model_path`.
+they hold only the adapters (and the critic's value head): the frozen base is reloaded from `model_path`. Both
+modules install the same guards on their Trainer: non-finite steps stop or are skipped (`on_nonfinite`), and the
+RNG states ride in every checkpoint so a resumed fit continues exactly.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ class TrainableBackbone:
 
     def shard(self, model: M) -> M:
         return shard_blocks(model, self.device_mesh)
+
+    def configure_callbacks(self) -> list[Any]:
+        from dapo.callbacks.training_guards import NonFiniteGuard, RngCheckpoint
+
+        return [NonFiniteGuard(self.hparams.get("on_nonfinite", "raise")), RngCheckpoint()]
 
     def configure_optimizers(self) -> Any:
         trainable = [p for p in self.parameters() if p.requires_grad]  # type: ignore[attr-defined]

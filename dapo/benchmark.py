@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from dapo.evaluation import EvalResult, evaluate_examples, load_examples
-from dapo.records import replace_dir, write_json
+from dapo.records import staged_dir, write_json
 from dapo.sampling import SamplingParams
 from dapo.tasks import task_named
 from dapo.tasks.base import chat_renderer
@@ -99,11 +98,12 @@ def evaluate(
 
 
 def _write_outputs(path: Path, summary: dict[str, Any], result: EvalResult) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    with open(staging / "examples.jsonl", "w") as f:
-        for i, prompt in enumerate(result.prompts):
-            row = {"id": result.ids[i], "prompt": prompt, "responses": result.responses[i]}
-            f.write(json.dumps(row | {"scores": result.sample_scores[i]}) + "\n")
-    write_json(staging / "summary.json", summary)
-    replace_dir(staging, path)
+    """Both files into a staged sibling that replaces `path` whole (`staged_dir`): an error or a kill leaves the
+    previous result, never a summary without its examples; the staging folder is removed either way."""
+    with staged_dir(path) as staging:
+        staging.mkdir()
+        with open(staging / "examples.jsonl", "w") as f:
+            for i, prompt in enumerate(result.prompts):
+                row = {"id": result.ids[i], "prompt": prompt, "responses": result.responses[i]}
+                f.write(json.dumps(row | {"scores": result.sample_scores[i]}) + "\n")
+        write_json(staging / "summary.json", summary)

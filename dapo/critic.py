@@ -24,6 +24,7 @@ from transformers import AutoTokenizer
 
 from dapo.adapters import LoadIn, LoraSettings, add_lora, merge_lora
 from dapo.backbone import TrainableBackbone
+from dapo.guards import NonFinitePolicy, check_policy
 from dapo.losses import ValueLossKind, gather_at, value_loss
 from dapo.models.value import ValueModel
 from dapo.viz import reliability_figure, value_trace_markdown
@@ -48,6 +49,7 @@ class CriticModule(TrainableBackbone, L.LightningModule):
         calibration_bins: int = 10,
         lora: LoraSettings | None = None,
         load_in: LoadIn | None = None,
+        on_nonfinite: NonFinitePolicy = "raise",
     ) -> None:
         """
         Args:
@@ -59,8 +61,11 @@ class CriticModule(TrainableBackbone, L.LightningModule):
             calibration_bins: bins of the reliability diagram and calibration error.
             lora: train LoRA adapters on the backbone (plus the value head) instead of every weight.
             load_in: "8bit" / "4bit" (nf4) to load the frozen backbone through bitsandbytes: QLoRA, needs `lora`.
+            on_nonfinite: a NaN/inf loss or gradient "raise"s (stops the fit naming the batch) or "skip"s that
+                optimizer step (counted, logged as train/skipped_steps).
         """
         super().__init__()
+        check_policy(on_nonfinite)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])  # factories: the CLI config keeps them
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.model: ValueModel | None = None

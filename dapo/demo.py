@@ -30,7 +30,7 @@ from typing import Any
 from dapo.baseline import actor_train_tokens, correct_solutions, rejection_finetune
 from dapo.evaluation import EvalResult, evaluate_policy, paired_difference_ci95
 from dapo.iterate import actor_fit, fit_overlay, iterate, load_config
-from dapo.records import write_json
+from dapo.records import staged_dir, write_json
 from dapo.tasks.arith import ArithTask, slip_carries
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,8 @@ def train_baseline(
     pairs = correct_solutions(rounds[0] / "stage_a")
     if not pairs:  # nothing to imitate: the baseline is the start policy itself
         log.warning("RFT baseline: Stage A sampled no correct solution; the baseline is the unchanged start policy")
-        shutil.copytree(policy, out / "hf", dirs_exist_ok=True)
+        with staged_dir(out / "hf") as tmp:  # a copy cut short must not pass for the baseline
+            shutil.copytree(policy, tmp)
         write_json(
             out / "summary.json", {"solutions": 0, "problems": 0, "steps": 0, "tokens": 0, "actor_tokens": budget}
         )

@@ -9,10 +9,12 @@ of round i + 1 continues from the critic of round i.
 Everything of round i lives in `out_dir/iter-NN/`: stage_a/, critic/ (tb, checkpoints, hf), stage_b/,
 actor/ (tb, checkpoints, hf). A stage is finished when its artifact is complete (Stage A's summary, the
 critic's `hf` export, Stage B's summary, the actor's `hf` export; each written atomically), so a rerun skips
-finished stages and restarts at the first unfinished one. `iteration.json` records the policy and critic a
-round started from; a rerun refuses to continue a round that started from different ones.
-Left out: resuming inside a fit (an unfinished fit restarts), multi-process fits (the fits run in this process;
-launch `dapo fit` per stage for DDP/FSDP).
+finished stages and continues the first unfinished one: Stage A and B from their last finished shard, a fit from
+its `last.ckpt` (mid-epoch with `StepCheckpoint`) when the fit's settings are the ones it was started with
+(`fit_config.json` beside the checkpoints; other settings move the old checkpoints aside and the fit starts over).
+`iteration.json` records the policy and critic a round started from; a rerun refuses to continue a round that
+started from different ones.
+Left out: multi-process fits (the fits run in this process; launch `dapo fit` per stage for DDP/FSDP).
 
     dapo iterate --config configs/iterate.yaml [--config configs/debug.yaml]
 """
@@ -24,18 +26,21 @@ import json
 import logging
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from dapo.fingerprint import policy_fingerprint
-from dapo.records import replace_dir, write_json
+from dapo.records import move_aside, staged_dir, write_json
 
 log = logging.getLogger(__name__)
 
 Config = dict[str, Any]
+# What the command line hands `iterate` and `plan` as overlays. A bare `dict`, because jsonargparse would build the
+# objects named by `class_path` inside a `dict[str, Any]` (callbacks, tasks), and a fit config must stay plain data
+# to be merged, placed and compared on resume.
+Overlay = dict
 
 
 def deep_merge(base: Config, overlay: Config) -> Config:
@@ -62,7 +67,7 @@ def load_config(path: str, overlays: list[Config]) -> Config:
 
 def place_outputs(config: Config, root: Path) -> Config:
     """Point a fit's logs and checkpoints into `root`: default_root_dir, the logger's save_dir and every
-    ModelCheckpoint's dirpath (`root/checkpoints`)."""
+    checkpoint callback's dirpath (`root/checkpoints`)."""
     config = copy.deepcopy(config)
     trainer = config.setdefault("trainer", {})
     trainer["default_root_dir"] = str(root)
@@ -70,7 +75,7 @@ def place_outputs(config: Config, root: Path) -> Config:
     if isinstance(logger, dict):
         logger.setdefault("init_args", {})["save_dir"] = str(root)
     for callback in trainer.get("callbacks") or []:
-        if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith("ModelCheckpoint"):
+        if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith("Checkpoint"):
             callback.setdefault("init_args", {})["dirpath"] = str(root / "checkpoints")
     return config
 
@@ -103,20 +108,40 @@ def actor_fit(base: Config, round_dir: Path, policy: str, critic: str) -> Config
     return place_outputs(deep_merge(base, overrides), round_dir / "actor")
 
 
+def resume_point(config: Config) -> str | None:
+    """`last.ckpt` of an earlier, unfinished run of this fit if it ran with the same settings, else None.
+
+    The settings are recorded as `fit_config.json` in the fit's folder; checkpoints written under other settings
+    (or with no record) are moved aside, because resuming them would mix two different fits."""
+    root = Path(config["trainer"]["default_root_dir"])
+    record, checkpoints = root / "fit_config.json", root / "checkpoints"
+    settings = json.loads(json.dumps(config, default=repr))  # as it reads back (an object by its repr)
+    same = record.exists() and json.loads(record.read_text()) == settings
+    if checkpoints.exists() and not same:
+        move_aside(checkpoints, "holds checkpoints of a fit with other settings")
+    write_json(record, settings)
+    last = checkpoints / "last.ckpt"
+    if same and last.exists():
+        log.info("resuming the fit in %s from %s", root, last)
+        return str(last)
+    return None
+
+
 def run_fit(config: Config, export_to: Path) -> float:
-    """Run `dapo fit` on a config dict and export the trained model to `export_to` atomically; seconds taken."""
+    """Run `dapo fit` on a config dict (resuming its last checkpoint, `resume_point`) and export the trained model
+    to `export_to` atomically; seconds taken."""
     from dapo.lightning_cli import DapoLightningCLI
 
     start = time.perf_counter()
+    resume = resume_point(config)
     argv, sys.argv = sys.argv, sys.argv[:1]  # the fit's arguments are `config`, not this process's command line
     try:
-        cli = DapoLightningCLI(args={"fit": config})
+        cli = DapoLightningCLI(args={"fit": config | ({"ckpt_path": resume} if resume else {})})
     finally:
         sys.argv = argv
     if cli.trainer.is_global_zero:
-        tmp = export_to.parent / f".{export_to.name}.tmp-{uuid.uuid4().hex[:8]}"
-        cli.model.save_hf(str(tmp))
-        replace_dir(tmp, export_to)
+        with staged_dir(export_to) as tmp:
+            cli.model.save_hf(str(tmp))
     return time.perf_counter() - start
 
 
@@ -137,10 +162,10 @@ def _start_round(round_dir: Path, policy: str, critic_init: str) -> None:
 
 
 def fit_overlay(
-    trainer: Config | None = None,
-    data: Config | None = None,
-    stage_a: Config | None = None,
-    advantages: Config | None = None,
+    trainer: Overlay | None = None,
+    data: Overlay | None = None,
+    stage_a: Overlay | None = None,
+    advantages: Overlay | None = None,
     seed: int | None = None,
 ) -> Config:
     """What `iterate` merges into both fit configs (see its arguments)."""
@@ -165,10 +190,10 @@ def iterate(
     critic_config: str = "configs/critic.yaml",
     actor_config: str = "configs/actor.yaml",
     critic_init: str | None = None,
-    trainer: Config | None = None,
-    data: Config | None = None,
-    stage_a: Config | None = None,
-    advantages: Config | None = None,
+    trainer: Overlay | None = None,
+    data: Overlay | None = None,
+    stage_a: Overlay | None = None,
+    advantages: Overlay | None = None,
     seed: int | None = None,
 ) -> Path:
     """Run DAPO for several rounds (Stage A, critic, advantages, actor), resuming at the first unfinished stage.

@@ -43,5 +43,8 @@ def pad_id_of(tokenizer: PreTrainedTokenizerBase) -> int:
     if pad is None:
         pad = tokenizer.eos_token_id
     if pad is None:
-        raise ValueError("the tokenizer has neither a pad nor an eos token to pad with")
+        raise ValueError(
+            f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token to pad with; give it one"
+            " (tokenizer.pad_token = ..., then save_pretrained)"
+        )
     return int(pad)

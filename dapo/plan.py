@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dapo.iterate import Config, fit_overlay, load_config
+from dapo.iterate import Config, Overlay, fit_overlay, load_config
 from dapo.plan_math import Device, ModelShape, StageCost, Workload, stage_costs
 from dapo.steps import DEFAULT_DELIMITER, split_steps
 
@@ -51,10 +51,10 @@ def plan(
     critic_config: str = "configs/critic.yaml",
     actor_config: str = "configs/actor.yaml",
     critic_init: str | None = None,
-    trainer: Config | None = None,
-    data: Config | None = None,
-    stage_a: Config | None = None,
-    advantages: Config | None = None,
+    trainer: Overlay | None = None,
+    data: Overlay | None = None,
+    stage_a: Overlay | None = None,
+    advantages: Overlay | None = None,
     seed: int | None = None,
     assume: Assumptions | None = None,
     model: ModelShape | None = None,

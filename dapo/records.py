@@ -20,6 +20,7 @@ Schemas (one row each):
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import math
@@ -34,8 +35,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, Features, Sequence, Value, concatenate_datasets, load_from_disk
+from datasets import Dataset, Features, List, Sequence, Value, concatenate_datasets, load_from_disk
 from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+from dapo.record_checks import RecordError, SkipCounter, checked, unique
+
+__all__ = ["RecordError", "SkipCounter"]  # re-exported: where callers have always found them
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +82,6 @@ SCHEMAS: dict[str, Features] = {
         }
     ),
 }
-
-
-class RecordError(ValueError):
-    """A record that does not fit its schema; the message names the file, row and field."""
 
 
 @dataclass
@@ -143,11 +144,9 @@ def write_records(rows: Iterable[Mapping[str, Any]], path: str | Path, kind: str
         validate_row(row, kind, f"{path} row {i}")
     dataset = Dataset.from_dict({name: [row[name] for row in rows] for name in schema}, features=schema)
     provenance.kind = kind
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    _quiet_save(dataset, tmp)
-    (tmp / PROVENANCE_FILE).write_text(json.dumps(asdict(provenance), indent=2, default=str))
-    replace_dir(tmp, path)
+    with staged_dir(path) as tmp:
+        _quiet_save(dataset, tmp)
+        (tmp / PROVENANCE_FILE).write_text(json.dumps(asdict(provenance), indent=2, default=str))
     return path
 
 
@@ -168,6 +167,7 @@ def staged_dir(out: str | Path) -> Iterator[Path]:
     (`replace_dir`), and it is removed whatever happens, so a kill or an error never leaves a half-written `out`."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(out)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         yield tmp
@@ -177,9 +177,16 @@ def staged_dir(out: str | Path) -> Iterator[Path]:
 
 
 def replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished folder `src` to `dst`; an existing `dst` is kept until the new one is in place."""
+    """Move the finished folder `src` to `dst` so that `dst` always names a whole folder, old or new.
+
+    An existing `dst` is swapped with `src` in one atomic exchange (Linux renameat2), then the old folder is
+    deleted. Where the filesystem cannot exchange, the old folder is first renamed aside; a kill between that rename
+    and the next leaves it there, and `recover_moved_aside` (run by every later write and read) puts it back."""
     if not dst.exists():
         os.replace(src, dst)
+        return
+    if _exchange(src, dst):
+        shutil.rmtree(src, ignore_errors=True)  # `src` now holds the old folder
         return
     old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
     os.replace(dst, old)
@@ -187,12 +194,49 @@ def replace_dir(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths (renameat2 with RENAME_EXCHANGE); False where unsupported."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # glibc >= 2.28
+    if renameat2 is None:
+        return False
+    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return done == 0  # EINVAL / ENOSYS: a filesystem or kernel without exchange; the caller falls back
+
+
+def recover_moved_aside(path: Path) -> None:
+    """Put back a folder `replace_dir`'s fallback had moved aside when a kill left `path` missing."""
+    if path.exists():
+        return
+    aside = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if aside:
+        os.replace(aside[-1], path)
+        log.warning("%s was missing after an interrupted write; restored the previous version", path)
+
+
+def clear_leftovers(path: Path) -> None:
+    """Remove the temp siblings (`.name.tmp-*`, `.name.old-*`) killed writes of `path` left behind, after
+    `recover_moved_aside`. One writer per artifact at a time: a concurrent writer's temp folder would go too."""
+    recover_moved_aside(path)
+    for leftover in [*path.parent.glob(f".{path.name}.tmp-*"), *path.parent.glob(f".{path.name}.old-*")]:
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write a small JSON file atomically (temp file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    clear_leftovers(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def move_aside(path: Path, why: str) -> Path:
@@ -208,22 +252,80 @@ def shard_paths(path: str | Path) -> list[Path]:
     return sorted(p for p in Path(path).glob(f"{SHARD_PREFIX}*") if p.is_dir())
 
 
-def read_records(path: str | Path, kind: str) -> Dataset:
-    """Load a dataset (or a folder of shards) of `kind`, checking that its columns match the schema."""
+def read_records(path: str | Path, kind: str, strict: bool = True) -> Dataset:
+    """Records of `kind` from a dataset folder, a folder of shards, or a `.jsonl` / `.json` / `.parquet` file of
+    rows (records made by other tools). Columns must match the schema; rows must pass `dapo.record_checks` (no
+    empty prompt, NaN, out-of-range value, null or repeated id) or a RecordError names the file, row and field.
+    strict=False drops such rows instead, and reports how many for which reason."""
     path = Path(path)
+    recover_moved_aside(path)
     if not path.exists():
         raise FileNotFoundError(f"no {kind} records at {path}")
-    parts = shard_paths(path) or [path]
-    datasets = []
-    for part in parts:
-        dataset = load_from_disk(str(part))
-        if not isinstance(dataset, Dataset):
-            raise RecordError(f"{part}: expected one dataset, found a DatasetDict")
-        missing = set(schema_of(kind)) - set(dataset.column_names)
-        if missing:
-            raise RecordError(f"{part}: not {kind} records, missing column(s) {sorted(missing)}")
-        datasets.append(dataset.select_columns(list(schema_of(kind))))
-    return datasets[0] if len(datasets) == 1 else concatenate_datasets(datasets)
+    skipped = SkipCounter()
+    if path.is_file():
+        parts = [checked(_rows_file(path, kind, strict, skipped), kind, str(path), strict, skipped)]
+    else:
+        parts = [checked(_dataset_part(p, kind), kind, str(p), strict, skipped) for p in shard_paths(path) or [path]]
+    dataset = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+    dataset = unique(dataset, kind, str(path), strict, skipped)
+    skipped.report(f"{kind} records of {path}")
+    return dataset
+
+
+def _dataset_part(part: Path, kind: str) -> Dataset:
+    """One saved dataset, its schema columns only, after checking their names and types."""
+    dataset = load_from_disk(str(part))
+    if not isinstance(dataset, Dataset):
+        raise RecordError(f"{part}: expected one dataset, found a DatasetDict")
+    schema = schema_of(kind)
+    missing = set(schema) - set(dataset.column_names)
+    if missing:
+        raise RecordError(f"{part}: not {kind} records, missing column(s) {sorted(missing)}")
+    dataset = dataset.select_columns(list(schema))
+    for name, feature in schema.items():
+        if not _compatible(dataset.features[name], feature):
+            raise RecordError(f"{part}: column {name!r} holds {dataset.features[name]}, expected {feature}")
+    return dataset.cast(schema) if dataset.features != schema else dataset
+
+
+def _compatible(found: Any, expected: Any) -> bool:
+    """Same type, or numbers where numbers are expected (an int or float64 column casts to float32 exactly enough)."""
+    if isinstance(expected, List):
+        return isinstance(found, List) and _compatible(found.feature, expected.feature)
+    if not isinstance(found, Value):
+        return False
+    numeric = ("int", "uint", "float")
+    if expected.dtype.startswith(numeric):
+        return found.dtype.startswith(numeric)
+    return found.dtype == expected.dtype or (expected.dtype == "string" and found.dtype == "large_string")
+
+
+def _undecodable_where(path: Path, error: UnicodeDecodeError) -> str:
+    """"line N, byte B" of the first undecodable byte of a plain-text file (the byte offset alone if compressed)."""
+    raw = path.read_bytes()
+    if path.suffix == ".gz" or error.start > len(raw):
+        return f"byte {error.start} (uncompressed)"
+    line = raw.count(b"\n", 0, error.start) + 1
+    return f"line {line}, byte {error.start}"
+
+
+def _rows_file(path: Path, kind: str, strict: bool, skipped: SkipCounter) -> Dataset:
+    """Rows of a JSONL / JSON / Parquet file checked against the schema (missing fields, wrong types)."""
+    from dapo.tasks.sources import read_file
+
+    schema, rows = schema_of(kind), []
+    try:
+        file_rows = read_file(path)
+    except UnicodeDecodeError as error:
+        raise RecordError(f"{path}: {_undecodable_where(path, error)} is not valid UTF-8 ({error.reason})") from None
+    for i, row in enumerate(file_rows):
+        try:
+            validate_row(row, kind, f"{path} row {i}")
+        except RecordError as error:
+            skipped.skip_or_raise(strict, str(error), "missing field or wrong type")
+            continue
+        rows.append(row)
+    return Dataset.from_dict({name: [row[name] for row in rows] for name in schema}, features=schema)
 
 
 def read_provenance(path: str | Path) -> Provenance:

@@ -25,7 +25,6 @@ import json
 import random
 import shutil
 import time
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from dapo.records import (
     SHARD_PREFIX,
     Provenance,
     RecordError,
+    SkipCounter,
     read_provenance,
     read_records,
     write_json,
@@ -79,6 +79,8 @@ class RolloutConfig:
     """Base seed; each shard derives its sampling seeds from it, so a resumed run equals an uninterrupted one."""
     limit: int | None = None
     """Use only the first `limit` problems (None = all)."""
+    strict: bool = True
+    """Raise on a malformed problem (empty prompt, repeated id, bad `example` JSON); False: skip it and report."""
 
     def __post_init__(self) -> None:
         for name in ("n_samples", "n_keep", "n_rollouts", "max_new_tokens", "problems_per_shard"):
@@ -167,7 +169,7 @@ def mc_value(rewards: Sequence[float]) -> float:
 
 def load_problems(config: RolloutConfig, task: Task) -> list[_Problem]:
     """The first `config.limit` problems of `config.problems_path`, checked to belong to `task`."""
-    dataset = read_records(config.problems_path, "problems")
+    dataset = read_records(config.problems_path, "problems", config.strict)
     if config.limit is not None:
         dataset = dataset.select(range(min(config.limit, dataset.num_rows)))
     if dataset.num_rows == 0:
@@ -177,11 +179,13 @@ def load_problems(config: RolloutConfig, task: Task) -> list[_Problem]:
         raise ValueError(
             f"{config.problems_path}: problems of task(s) {other_tasks}, but the rollout task is {task.name!r}"
         )
-    problems = [_parse_problem(row, config.problems_path) for row in dataset]
-    ids = [p.id for p in problems]
-    repeated = [i for i, count in Counter(ids).items() if count > 1]
-    if repeated:
-        raise RecordError(f"{config.problems_path}: duplicate problem ids {repeated[:5]}")
+    skipped, problems = SkipCounter(), []
+    for row in dataset:
+        try:
+            problems.append(_parse_problem(row, config.problems_path))
+        except RecordError as error:
+            skipped.skip_or_raise(config.strict, str(error), "bad example JSON")
+    skipped.report(f"problems of {config.problems_path}")
     return problems
 
 

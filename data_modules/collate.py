@@ -17,6 +17,7 @@ from dapo.padding import pad_right, right_mask
 
 
 class CriticItem(TypedDict):
+    key: str  # the solution's id (names the item in errors)
     input_ids: list[int]
     boundaries: list[int]  # token index of the last token of s_0..s_T
     targets: list[float]  # MC value per boundary (0.0 where there is none)
@@ -26,6 +27,7 @@ class CriticItem(TypedDict):
 class ActorItem(TokenGroup):
     """One state with all its candidate actions (a shared-prefix group), their advantages and reference log-probs."""
 
+    key: str  # the state's id (names the item in errors)
     advantages: list[float]
     ref_logprobs: list[float]
 

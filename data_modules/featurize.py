@@ -11,8 +11,6 @@ Overlong or malformed groups raise a RecordError naming the record, or are skipp
 
 from __future__ import annotations
 
-import logging
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -20,25 +18,20 @@ from transformers import PreTrainedTokenizerBase
 
 from dapo.alignment import last_token_indices, token_span, tokenize_trajectory, tokenize_with_offsets
 from dapo.packing import TokenGroup, group_rows, unpacked_length
-from dapo.records import RecordError
-from dapo.steps import join_steps
+from dapo.records import RecordError, SkipCounter
+from dapo.steps import DEFAULT_DELIMITER, join_steps
 
 from .collate import ActorItem, CriticItem
 
-log = logging.getLogger(__name__)
 
-
-class SkipCounter(Counter[str]):
-    """Reasons for skipped groups, counted when the user asked for lenience (strict=False)."""
-
-    def skip_or_raise(self, strict: bool, message: str, reason: str) -> None:
-        if strict:
-            raise RecordError(message)
-        self[reason] += 1
-
-    def report(self, what: str) -> None:
-        if self:
-            log.warning("skipped %d %s: %s", sum(self.values()), what, dict(self))
+def check_steps(steps: Sequence[str], delimiter: str, last_may_end: bool = True) -> None:
+    """Every step is non-empty and ends with the delimiter, except that the last may stop without one (a response's
+    final line): a step missing its delimiter would run into the next one and put a state boundary mid-step."""
+    for k, step in enumerate(steps):
+        if not step.strip():
+            raise RecordError(f"step {k} is empty")
+        if not step.endswith(delimiter) and not (last_may_end and k == len(steps) - 1):
+            raise RecordError(f"step {k} does not end with the step delimiter {delimiter!r}: {step[-40:]!r}")
 
 
 def _group(rows: Iterable[Mapping[str, Any]], key: str) -> dict[str, list[Mapping[str, Any]]]:
@@ -64,12 +57,19 @@ def _trajectory_targets(sid: str, states: list[Mapping[str, Any]]) -> tuple[list
 
 
 def critic_items(
-    states: Iterable[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int, strict: bool = True
+    states: Iterable[Mapping[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    strict: bool = True,
+    delimiter: str = DEFAULT_DELIMITER,
 ) -> tuple[list[CriticItem], SkipCounter]:
     """One item per solution: token ids, the last token of every state, MC targets and their mask."""
     items, skipped = [], SkipCounter()
     for sid, group in _group(states, "solution_id").items():
         try:
+            if not group[0]["steps"]:
+                raise RecordError("an empty response: the solution has no steps")
+            check_steps(group[0]["steps"], delimiter)
             targets, mask = _trajectory_targets(sid, group)
             ids, boundaries = tokenize_trajectory(tokenizer, group[0]["prompt"], group[0]["steps"])
         except (RecordError, ValueError) as error:
@@ -80,7 +80,7 @@ def critic_items(
                 strict, f"solution {sid!r} has {len(ids)} tokens, over max_length={max_length}", "too long"
             )
             continue
-        items.append(CriticItem(input_ids=ids, boundaries=boundaries, targets=targets, target_mask=mask))
+        items.append(CriticItem(key=sid, input_ids=ids, boundaries=boundaries, targets=targets, target_mask=mask))
     return items, skipped
 
 
@@ -113,7 +113,11 @@ def state_group(
 
 
 def actor_items(
-    actions: Iterable[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int, strict: bool = True
+    actions: Iterable[Mapping[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    strict: bool = True,
+    delimiter: str = DEFAULT_DELIMITER,
 ) -> tuple[list[ActorItem], SkipCounter]:
     """One item per state: its candidate actions as a shared-prefix group, with advantages and reference
     log-probs. `max_length` bounds the longest single state + action row (the largest position id)."""
@@ -123,8 +127,10 @@ def actor_items(
         try:
             if any(a["prompt"] + join_steps(a["state_steps"]) != prefix for a in group):
                 raise RecordError("its actions disagree on the state's text")
-            if any(not a["action"] and not a["is_terminal"] for a in group):
-                raise RecordError("a non-terminal action is empty")
+            check_steps(group[0]["state_steps"], delimiter, last_may_end=False)
+            for a in group:  # a non-terminal action is one whole step; a terminal one may be empty or end unfinished
+                if not a["is_terminal"]:
+                    check_steps([a["action"]], delimiter, last_may_end=False)
             tokens = state_group(tokenizer, prefix, [a["action"] for a in group], [a["is_terminal"] for a in group])
         except (RecordError, ValueError) as error:
             skipped.skip_or_raise(strict, f"actions of state {state_id!r}: {error}", "malformed")
@@ -137,6 +143,7 @@ def actor_items(
         items.append(
             ActorItem(
                 **tokens,
+                key=state_id,
                 advantages=[float(a["advantage"]) for a in group],
                 ref_logprobs=[float(a["ref_logprob"]) for a in group],
             )

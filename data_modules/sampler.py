@@ -63,7 +63,8 @@ def padding_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[int], r
 
 
 class TokenBudgetBatchSampler(Sampler[list[int]]):
-    """Batches from `plan_batches`, re-planned each epoch (`set_epoch`), split across data-parallel ranks."""
+    """Batches from `plan_batches`, re-planned each epoch (`set_epoch`), split across data-parallel ranks. The plan
+    depends only on (seed, epoch), so `start_next_at` can resume an epoch at any batch."""
 
     def __init__(
         self,
@@ -83,9 +84,18 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.rows = list(rows) if rows is not None else [1] * len(self.lengths)
         self.shuffle, self.bucket, self.seed = shuffle, bucket, seed
         self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
+        self._start = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def start_next_at(self, batch: int) -> None:
+        """The next iteration skips this epoch's first `batch` batches (a run resumed mid-epoch)."""
+        self._start = batch
+
+    def epoch_batches(self) -> list[list[int]]:
+        """This rank's batches of the current epoch, in order, the skipped ones included."""
+        return self._rank_batches()
 
     def _rank_batches(self) -> list[list[int]]:
         batches = plan_batches(
@@ -100,7 +110,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         return batches[self.rank :: self.num_replicas][:per_rank]  # equal counts keep ranks in step
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._rank_batches())
+        start, self._start = self._start, 0
+        return iter(self._rank_batches()[start:])
 
     def __len__(self) -> int:
         return len(self._rank_batches())

@@ -20,9 +20,11 @@ from transformers import AutoTokenizer
 from dapo.packing import packed_length
 from dapo.padding import pad_id_of
 from dapo.records import read_records
+from dapo.steps import DEFAULT_DELIMITER
 
 from .collate import collate_actor, collate_critic
 from .featurize import actor_items, critic_items
+from .resumable import ResumableDataLoader
 from .sampler import TokenBudgetBatchSampler
 
 Mode = Literal["critic", "actor"]
@@ -55,6 +57,7 @@ class StepDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         strict: bool = True,
+        delimiter: str = DEFAULT_DELIMITER,
     ) -> None:
         """
         Args:
@@ -68,7 +71,10 @@ class StepDataModule(L.LightningDataModule):
             bucket: group items of similar length to keep padding small.
             num_workers: DataLoader worker processes.
             seed: shuffling and hold-out seed.
-            strict: raise on malformed or overlong records; if False skip them and report the counts.
+            strict: raise on malformed or overlong records (naming file, row and field); if False skip them and
+                report the counts (see docs/reliability.md for every case).
+            delimiter: the step delimiter the records were split with (every step but a solution's last ends
+                with it).
         """
         super().__init__()
         if mode not in _RECORD_KIND:
@@ -81,6 +87,7 @@ class StepDataModule(L.LightningDataModule):
         self.val_items: list[Any] = []
         self.tokenizer: Any = None
         self._loaded = False
+        self._train_sampler: TokenBudgetBatchSampler | None = None
 
     @property
     def pad_id(self) -> int:
@@ -89,14 +96,19 @@ class StepDataModule(L.LightningDataModule):
 
     def _featurize(self, rows: list[dict[str, Any]], what: str) -> list[Any]:
         featurize = critic_items if self.mode == "critic" else actor_items
-        items, skipped = featurize(rows, self.tokenizer, self.max_length, self.hparams["strict"])
+        strict, delimiter = self.hparams["strict"], self.hparams["delimiter"]
+        items, skipped = featurize(rows, self.tokenizer, self.max_length, strict, delimiter)
         skipped.report(f"{what} groups")
         if not items and rows:
             raise ValueError(f"no usable {what} items out of {len(rows)} records")
         return items
 
     def _rows(self, path: str) -> list[dict[str, Any]]:
-        return read_records(path, _RECORD_KIND[self.mode]).select_columns(_COLUMNS[self.mode]).to_list()
+        return (
+            read_records(path, _RECORD_KIND[self.mode], self.hparams["strict"])
+            .select_columns(_COLUMNS[self.mode])
+            .to_list()
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Load the tokenizer only: records are read on first use, after callbacks such as StepValueRollout
@@ -126,10 +138,10 @@ class StepDataModule(L.LightningDataModule):
         self.val_items = self._featurize(val_rows, "validation")
         self._loaded = True
 
-    def _loader(self, items: list[Any], shuffle: bool) -> DataLoader:
+    def _sampler(self, items: list[Any], shuffle: bool) -> TokenBudgetBatchSampler:
         lengths = [self._length(item) for item in items]
         trainer = self.trainer
-        sampler = TokenBudgetBatchSampler(
+        return TokenBudgetBatchSampler(
             lengths,
             self.max_tokens,
             shuffle=shuffle,
@@ -138,22 +150,33 @@ class StepDataModule(L.LightningDataModule):
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
         )
+
+    def _loader_args(self, items: list[Any], sampler: TokenBudgetBatchSampler) -> dict[str, Any]:
         collate = collate_critic if self.mode == "critic" else collate_actor
-        return DataLoader(
-            items,  # type: ignore[arg-type]
-            batch_sampler=sampler,
-            collate_fn=partial(collate, pad_id=self.pad_id),
-            num_workers=self.hparams["num_workers"],
-        )
+        return {
+            "dataset": items,
+            "batch_sampler": sampler,
+            "collate_fn": partial(collate, pad_id=self.pad_id),
+            "num_workers": self.hparams["num_workers"],
+        }
 
     def _length(self, item: Any) -> int:
         """Tokens of an item's row: a trajectory (critic) or a state packed with its actions (actor)."""
         return len(item["input_ids"]) if self.mode == "critic" else packed_length(item)
 
     def train_dataloader(self) -> DataLoader:
+        """Resumable: a checkpoint records how far into the epoch training got (`ResumableDataLoader`)."""
         self.load_items()
-        return self._loader(self.train_items, shuffle=True)
+        self._train_sampler = self._sampler(self.train_items, shuffle=True)
+        return ResumableDataLoader(**self._loader_args(self.train_items, self._train_sampler), seed=self.seed)
 
     def val_dataloader(self) -> DataLoader:
         self.load_items()
-        return self._loader(self.val_items, shuffle=False)
+        return DataLoader(**self._loader_args(self.val_items, self._sampler(self.val_items, shuffle=False)))
+
+    def train_batch_keys(self, batch_idx: int) -> list[str]:
+        """Ids of the records (solutions or states) in train batch `batch_idx` of the current epoch, for errors."""
+        if self._train_sampler is None:
+            return []
+        batches = self._train_sampler.epoch_batches()
+        return [self.train_items[i]["key"] for i in batches[batch_idx]] if batch_idx < len(batches) else []

@@ -55,3 +55,27 @@ def candidate_state_rows(arith: ArithTask, n: int) -> list[dict]:
             }
         )
     return rows
+
+
+def reference_action_rows(task: ArithTask, n: int, repeat_first: bool = True) -> list[dict]:
+    """Actions at state t = 1 of the reference solutions of `n` problems: the right next step, a wrong one, and
+    (with `repeat_first`) the right one again; advantages 0.1 k and reference log-probs -1 - k for candidate k."""
+    rows = []
+    for ex in list(task.load("train"))[:n]:
+        steps = split_steps(task.reference_solution(ex))
+        actions = [steps[1], "9 + 9 = 18\n", *([steps[1]] if repeat_first else [])]
+        for k, action in enumerate(actions):
+            rows.append(
+                {
+                    "state_id": f"{ex['id']}/t1",
+                    "problem_id": ex["id"],
+                    "prompt": task.prompt(ex),
+                    "state_steps": steps[:1],
+                    "action": action,
+                    "value": 0.5,
+                    "advantage": 0.1 * k,
+                    "is_terminal": False,
+                    "ref_logprob": -1.0 - k,
+                }
+            )
+    return rows

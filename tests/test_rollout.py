@@ -339,7 +339,7 @@ def test_bad_problem_sets(problems: Path, tmp_path: Path) -> None:
 
     rows = problem_rows(_task(), _examples())
     write_records(rows + rows[:1], tmp_path / "dup", "problems", Provenance(producer="test"))
-    with pytest.raises(RecordError, match="duplicate problem ids"):
+    with pytest.raises(RecordError, match="duplicate id 'arith-train-00000' at rows 0 and 6"):
         run_rollouts(_config(tmp_path / "dup", tmp_path / "o", limit=None), generator, _task())
 
     empty, schema = tmp_path / "empty", schema_of("problems")

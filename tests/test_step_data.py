@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from builders import reference_state_rows
+from builders import reference_action_rows, reference_state_rows
 from transformers import AutoTokenizer
 
 from dapo.data_modules import StepDataModule
 from dapo.records import Provenance, RecordError, write_records
-from dapo.steps import split_steps
 
 
 def _states(arith, n: int) -> list[dict]:
@@ -18,24 +17,7 @@ def _states(arith, n: int) -> list[dict]:
 
 
 def _actions(arith, n: int) -> list[dict]:
-    rows = []
-    for ex in list(arith.load("train"))[:n]:
-        steps = split_steps(arith.reference_solution(ex))
-        for k, action in enumerate([steps[1], "9 + 9 = 18\n", steps[1]]):  # a repeated candidate is kept
-            rows.append(
-                {
-                    "state_id": f"{ex['id']}/t1",
-                    "problem_id": ex["id"],
-                    "prompt": arith.prompt(ex),
-                    "state_steps": steps[:1],
-                    "action": action,
-                    "value": 0.5,
-                    "advantage": 0.1 * k,
-                    "is_terminal": False,
-                    "ref_logprob": -1.0 - k,
-                }
-            )
-    return rows
+    return reference_action_rows(arith, n)  # a repeated candidate is kept
 
 
 def _module(tmp_path, kind: str, rows: list[dict], tokenizer: str, **kwargs) -> StepDataModule:

@@ -19,15 +19,14 @@ Tokenizer choices, and why:
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from dapo.records import staged_dir
 
 BOS_TOKEN = "<|bos|>"
 EOS_TOKEN = "<|eos|>"
@@ -127,18 +126,6 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{out_dir} already exists (pass overwrite=True to replace it)")
 
 
-def _move_into_place(tmp_dir: Path, out_dir: Path, overwrite: bool) -> None:
-    """Rename the finished `tmp_dir` to `out_dir`; an old `out_dir` is moved aside first, then deleted."""
-    _check_target(out_dir, overwrite)
-    old: Path | None = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old / out_dir.name)
-    os.replace(tmp_dir, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build_tiny_model(
     out_dir: str | Path,
     texts: Iterable[str],
@@ -157,7 +144,8 @@ def build_tiny_model(
 
     `intermediate_size` defaults to 4 * hidden_size. The folder (config.json, generation_config.json,
     model.safetensors, tokenizer files) loads offline with `AutoModelForCausalLM` / `AutoTokenizer`.
-    It is written to a temporary sibling and renamed into place, so a crash never leaves a half-written model.
+    It is written to a temporary sibling and renamed into place (`staged_dir`), so a crash never leaves a
+    half-written model, and the folder gets the usual permissions (a `tempfile.mkdtemp` folder would stay 0700).
     Raises FileExistsError if `out_dir` exists, unless `overwrite=True`.
     """
     out_dir = Path(out_dir)
@@ -173,14 +161,10 @@ def build_tiny_model(
         tie_word_embeddings=tie_word_embeddings,
     )
     model = _init_model(config, seed)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as tmp_dir:
         model.save_pretrained(tmp_dir)
         tokenizer.save_pretrained(tmp_dir)
-        _move_into_place(tmp_dir, out_dir, overwrite)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        _check_target(out_dir, overwrite)  # again: a folder that appeared meanwhile is not replaced unasked
     return out_dir
 
 
