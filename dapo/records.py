@@ -301,7 +301,7 @@ def _compatible(found: Any, expected: Any) -> bool:
 
 
 def _undecodable_where(path: Path, error: UnicodeDecodeError) -> str:
-    """"line N, byte B" of the first undecodable byte of a plain-text file (the byte offset alone if compressed)."""
+    """Where the first undecodable byte is: "line N, byte B" in a plain-text file, the byte offset if compressed."""
     raw = path.read_bytes()
     if path.suffix == ".gz" or error.start > len(raw):
         return f"byte {error.start} (uncompressed)"
