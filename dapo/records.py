@@ -210,7 +210,8 @@ def recover_moved_aside(path: Path) -> None:
     """Put back a folder `replace_dir`'s fallback had moved aside when a kill left `path` missing."""
     if path.exists():
         return
-    aside = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    folders = [p for p in path.parent.glob(f".{path.name}.old-*") if p.is_dir()]  # replace_dir moves folders
+    aside = sorted(folders, key=lambda p: p.stat().st_mtime)
     if aside:
         os.replace(aside[-1], path)
         log.warning("%s was missing after an interrupted write; restored the previous version", path)
@@ -230,7 +231,9 @@ def clear_leftovers(path: Path) -> None:
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write a small JSON file atomically (temp file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    clear_leftovers(path)
+    for leftover in path.parent.glob(f".{path.name}.tmp-*"):  # temp files of killed writes
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
