@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 from dapo.graders.math import grade
 from dapo.tasks.base import Example
-from dapo.tasks.sources import check_fields, load_rows, with_ids
+from dapo.tasks.sources import Flaw, Row, load_valid_rows, with_ids
 
 INSTRUCTION = (
     'Solve the following problem. Reason step by step, one step per line, and finish with a line "The answer is N".'
 )
 _ANNOTATION = re.compile(r"<<[^<>]*>>")
+FIELDS = {"question": str, "answer": str}
 
 
 def question_prompt(question: str) -> str:
@@ -48,6 +49,13 @@ def final_number(solution: str) -> str:
     return tail.strip().replace(",", "") if marker else ""
 
 
+def final_line_flaw(row: Row) -> Flaw | None:
+    """A GSM8K row is graded by the number after "####": without it there is nothing to grade against."""
+    if final_number(row["answer"]):
+        return None
+    return Flaw("no final answer", ": its 'answer' (the worked solution) has no '#### N' final line")
+
+
 def clean_solution(solution: str) -> str:
     """`solution` without calculator annotations and blank lines, its "#### N" line as "The answer is N"."""
     body = solution.rpartition("####")[0] if "####" in solution else solution
@@ -66,14 +74,12 @@ class GSM8KTask:
     with rows in the GSM8K format. Offline, only local paths work."""
     subset: str | None = "main"
     """Hub configuration: "main" (worked solutions) or "socratic" (with sub-questions)."""
+    strict: bool = True
+    """Raise on a malformed row (naming file, row and field); False: skip it, count it, report the counts."""
 
     def load(self, split: str) -> Sequence[Example]:
-        """Rows of `split` as stored, plus an "id"; every solution must end with a "#### N" answer."""
-        rows = load_rows(self.data, split, self.subset)
-        check_fields(rows, ("question", "answer"), self.data)
-        for i, row in enumerate(rows):
-            if not final_number(str(row["answer"])):
-                raise ValueError(f"{self.data}: row {i}: its 'answer' (the worked solution) has no '#### N' final line")
+        """Rows of `split` as stored, plus an "id": a non-blank question and a solution ending with "#### N"."""
+        rows = load_valid_rows(self.data, split, self.subset, FIELDS, self.strict, final_line_flaw)
         return with_ids(rows, self.name, split)
 
     def prompt(self, example: Example) -> str:

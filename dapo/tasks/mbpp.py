@@ -19,12 +19,30 @@ from dataclasses import dataclass
 from dapo.graders.code import check
 from dapo.tasks.base import Example
 from dapo.tasks.humaneval import first_python_block
-from dapo.tasks.sources import check_fields, load_rows, with_ids
+from dapo.tasks.sources import Flaw, Kind, Row, field_flaw, load_valid_rows, type_flaw, with_ids
+
+FIELDS: dict[str, Kind] = {"task_id": (int, str), "code": str, "test_list": list[str]}
+SETUP: dict[str, Kind] = {"test_setup_code": str, "test_imports": list[str]}
+"""Optional fields of the test harness: when set (not null) they must have these types, but may be blank."""
 
 
 def description(example: Example) -> str:
     """The task's text: `text` in the full variant, `prompt` in the sanitized one."""
     return str(example["text"] if "text" in example else example["prompt"])
+
+
+def row_flaw(row: Row) -> Flaw | None:
+    """A row needs a non-blank description ("text", or "prompt" in the sanitized variant) for its prompt, and setup
+    fields of the right types for its harness (a wrong one would make scoring raise instead of returning 0)."""
+    field = "text" if "text" in row else "prompt"
+    if field not in row:
+        return Flaw("missing field", " has no description field ('text' or 'prompt')")
+    if flaw := field_flaw(row, field, str):
+        return flaw
+    for name, kind in SETUP.items():
+        if row.get(name) is not None and (flaw := type_flaw(repr(name), row[name], kind)):
+            return flaw
+    return None
 
 
 def program(response: str) -> str:
@@ -52,16 +70,12 @@ class MBPPTask:
     """Hub configuration: "full" (974 problems) or "sanitized" (427, hand-checked descriptions)."""
     timeout: float = 10.0
     """Seconds one program with its tests may run before it counts as failed."""
+    strict: bool = True
+    """Raise on a malformed row (naming file, row and field); False: skip it, count it, report the counts."""
 
     def load(self, split: str) -> Sequence[Example]:
-        """Rows of `split` as stored, plus an "id"; each needs a description ("text" or "prompt") and an assert."""
-        rows = load_rows(self.data, split, self.subset)
-        check_fields(rows, ("task_id", "code", "test_list"), self.data)
-        for i, row in enumerate(rows):
-            if "text" not in row and "prompt" not in row:
-                raise ValueError(f"{self.data}: row {i} has no description field ('text' or 'prompt')")
-            if not row["test_list"]:
-                raise ValueError(f"{self.data}: row {i} has an empty 'test_list'")
+        """Rows of `split` as stored, plus an "id"; each needs code, a description ("text" or "prompt") and asserts."""
+        rows = load_valid_rows(self.data, split, self.subset, FIELDS, self.strict, row_flaw)
         return with_ids(rows, self.name, split)
 
     def prompt(self, example: Example) -> str:

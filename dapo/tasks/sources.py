@@ -1,4 +1,4 @@
-"""Rows of a task's data, from a local file, a local folder of split files, or a Hugging Face hub dataset.
+"""Rows of a task's data, from a local file, a local folder of split files, or a Hugging Face hub dataset, checked.
 
 Benchmarks (MATH, GSM8K, MBPP) live on the hub, but this machine kind is offline, so every task's `data` may
 also be a local file in the dataset's original format (tests ship small fixtures). One function reads them all:
@@ -8,33 +8,118 @@ also be a local file in the dataset's original format (tests ship small fixtures
   * a folder holds one file per split: `{folder}/{split}.jsonl` (or `.jsonl.gz`, `.json`, `.parquet`);
   * anything else is a hub dataset name, passed to `datasets.load_dataset(source, subset, split=split)`.
 
-Errors name the file and the line (malformed JSON, a line that is not an object), so a broken fixture or export
-is found without a debugger. Rows come back as plain dicts, untouched.
+A problem file is often exported or edited by hand, and a bad row would otherwise fail far from its cause (in a
+prompt, in scoring, in a worker process). So every bad input is named where it is: the file, the row and the field.
+"row i" is the i-th row of the file (its i-th non-blank line, list item or table row, from 0); JSON lines add the
+line number (", at line 7"), JSON lists the item (", at item 3"). Bad inputs, with the reason they are counted under:
+
+  * "not UTF-8": a line (or, in a JSON list, the item) holding bytes that are not UTF-8; the error gives the line
+    and the byte offset in the (uncompressed) file;
+  * "not JSON", "not an object": a JSON line that does not parse, or a line or list item that is not an object;
+  * "missing field", "wrong type", "empty field": a field the task needs that is absent, not of its type (text
+    where text is needed, a list of texts for MBPP's asserts), or blank ("", whitespace only, an empty list);
+  * "duplicate id": a row whose "id" an earlier row already has (the first one is kept);
+  * a task's own checks (e.g. "no final answer" when there is nothing to grade against).
+
+A task with strict=True (the default) raises a ValueError on the first one. With strict=False it skips the bad
+row, counts it by reason, and logs one warning at the end: "skipped 3 of 50 rows of F: {'empty field': 3}". A file
+that cannot be read at all (a JSON list that does not parse, a broken gzip or parquet file) raises either way.
+Rows come back as plain dicts, untouched.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Sequence
+import logging
+import zlib
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, get_args, get_origin
+
+log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
+Kind = type | tuple[type, ...]
+"""What a field must hold: a type (`str`), any of several (`(int, str)`), or a list of one (`list[str]`)."""
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")  # in the order a split folder is searched
+ID_KINDS = (str, int)  # an "id" becomes the text id of a `problems` record
 
 
-def load_rows(source: str, split: str, subset: str | None = None) -> list[Row]:
-    """Rows of `split` from `source`: a local file, a folder of split files, or a hub dataset name."""
+class Placed(NamedTuple):
+    """A row and where it stands in its source, so an error can point at it: `position` among the source's rows,
+    and `where` for files whose rows are better found another way ("line 7", "item 3")."""
+
+    position: int
+    row: Row
+    where: str | None = None
+
+
+class Flaw(NamedTuple):
+    """Why a row is unusable: `reason` is what it is counted under when skipped ("empty field"), `detail` the
+    rest of the error after "row i", so it starts with a space or a colon (" has no field 'question'")."""
+
+    reason: str
+    detail: str
+
+
+class RowSkips(Counter[str]):
+    """Rows of one source skipped by a lenient (strict=False) read, by reason."""
+
+    def skip_or_raise(self, strict: bool, reason: str, message: str) -> None:
+        """Raise `message` (strict), or count one skipped row under `reason`."""
+        if strict:
+            raise ValueError(message) from None  # the message says it all; a decode error's context would not
+        self[reason] += 1
+
+    def report(self, kept: int, source: str) -> None:
+        """One warning with the counts, so a lenient read still says how much of its data it dropped and why."""
+        if self:
+            skipped = sum(self.values())
+            log.warning("skipped %d of %d rows of %s: %s", skipped, kept + skipped, source, dict(self))
+
+
+# -- reading -----------------------------------------------------------------------------------------------------
+
+
+def load_rows(source: str, split: str, subset: str | None = None, strict: bool = True) -> list[Row]:
+    """Rows of `split` from `source`: a local file, a folder of split files, or a hub dataset name (rows that do
+    not parse are errors, or with strict=False skipped and reported; their fields are not checked)."""
+    skips = RowSkips()
+    name, placed = locate_rows(source, split, subset, strict, skips)
+    skips.report(len(placed), name)
+    return [p.row for p in placed]
+
+
+def load_valid_rows(
+    source: str,
+    split: str,
+    subset: str | None,
+    fields: Mapping[str, Kind],
+    strict: bool = True,
+    check: Callable[[Row], Flaw | None] | None = None,
+) -> list[Row]:
+    """Rows of `split` from `source` that parse, hold the required `fields` and pass `check`, with unique ids (see
+    `valid_rows`); with strict=False the others are skipped and the counts logged once, naming the file read."""
+    skips = RowSkips()
+    name, placed = locate_rows(source, split, subset, strict, skips)
+    rows = valid_rows(placed, fields, name, strict, skips, check)
+    skips.report(len(rows), name)
+    return rows
+
+
+def locate_rows(source: str, split: str, subset: str | None, strict: bool, skips: RowSkips) -> tuple[str, list[Placed]]:
+    """The name errors should give (the file actually read, or the hub dataset) and the rows of `split`, placed."""
     path = Path(source).expanduser()
     if path.is_dir():
-        return read_file(split_file(path, split))
+        path = split_file(path, split)
     if path.is_file():
-        return read_file(path)
+        return str(path), read_placed(path, strict, skips)
     if source.endswith(SUFFIXES):  # clearly meant as a file: the hub would only add a confusing error
         raise FileNotFoundError(f"data file {source!r} does not exist (resolved to {path.resolve()})")
-    return _load_hub(source, subset, split)
+    return source, [Placed(i, row) for i, row in enumerate(_load_hub(source, subset, split))]
 
 
 def split_file(folder: Path, split: str) -> Path:
@@ -46,70 +131,125 @@ def split_file(folder: Path, split: str) -> Path:
     raise FileNotFoundError(f"data folder {str(folder)!r} has no file for split {split!r} (looked for {names})")
 
 
-def read_file(path: Path) -> list[Row]:
-    """All rows of one local file, by its suffix."""
-    name = path.name
-    if name.endswith(".parquet"):
-        return _read_parquet(path)
-    if name.endswith(".jsonl.gz"):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            return _parse_json_lines(f.read(), path)
-    if name.endswith(".jsonl"):
-        return _parse_json_lines(path.read_text(encoding="utf-8"), path)
-    if name.endswith(".json"):
-        return _parse_json(path.read_text(encoding="utf-8"), path)
-    raise ValueError(f"data file {str(path)!r} has an unsupported suffix; expected one of {', '.join(SUFFIXES)}")
-
-
-def check_fields(rows: Sequence[Row], required: Sequence[str], source: str) -> None:
-    """Fail on the first row that lacks a required field, naming the source, the row index and the field: a task
-    would otherwise fail later, in scoring, far from the bad row."""
-    for i, row in enumerate(rows):
-        for field in required:
-            if field not in row:
-                raise ValueError(f"{source}: row {i} has no field {field!r} (it has: {', '.join(sorted(row))})")
-
-
-def with_ids(rows: Sequence[Row], task: str, split: str) -> list[Row]:
-    """Rows with a deterministic `"id"` (`{task}-{split}-{i:05d}`) where they have none; other fields untouched."""
-    return [row if "id" in row else {"id": f"{task}-{split}-{i:05d}", **row} for i, row in enumerate(rows)]
-
-
-def _parse_json_lines(text: str, path: Path) -> list[Row]:
-    """One JSON object per non-blank line."""
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: line {number} is not valid JSON: {error.msg} (column {error.colno})") from None
-        rows.append(_as_row(row, path, f"line {number}"))
+def read_file(path: Path, strict: bool = True, skips: RowSkips | None = None) -> list[Row]:
+    """All rows of one local file, by its suffix. Lines that do not parse raise, or with strict=False are counted
+    in `skips` (which the caller reports; without one they are reported here)."""
+    own = skips is None
+    counted = RowSkips() if skips is None else skips
+    rows = [p.row for p in read_placed(path, strict, counted)]
+    if own:
+        counted.report(len(rows), str(path))
     return rows
 
 
-def _parse_json(text: str, path: Path) -> list[Row]:
-    """A JSON list of rows, or (if the text does not open with "[") JSON lines under a `.json` name."""
-    if not text.lstrip().startswith("["):
-        return _parse_json_lines(text, path)
+def read_placed(path: Path, strict: bool, skips: RowSkips) -> list[Placed]:
+    """All rows of one local file with their places, by its suffix. JSON is read as bytes and decoded line by
+    line, so a bad byte is named by line and offset (and, lenient, costs only its own row)."""
+    name = path.name
+    if name.endswith(".parquet"):
+        return [Placed(i, row) for i, row in enumerate(_read_parquet(path))]
+    if not name.endswith((".jsonl", ".jsonl.gz", ".json")):
+        raise ValueError(f"data file {str(path)!r} has an unsupported suffix; expected one of {', '.join(SUFFIXES)}")
+    data = _read_gzip(path) if name.endswith(".gz") else path.read_bytes()
+    if name.endswith(".json") and data.lstrip().startswith(b"["):
+        return _parse_json_list(data, path, strict, skips)
+    return _parse_json_lines(data, path, strict, skips)
+
+
+def _read_gzip(path: Path) -> bytes:
     try:
-        rows = json.loads(text)
+        return gzip.decompress(path.read_bytes())
+    except (OSError, EOFError, zlib.error) as error:  # not gzip, or cut short
+        raise ValueError(f"{path}: not a readable gzip file ({type(error).__name__}: {error})") from None
+
+
+def _parse_json_lines(data: bytes, path: Path, strict: bool, skips: RowSkips) -> list[Placed]:
+    """One JSON object per non-blank line; a blank line is not a row."""
+    placed: list[Placed] = []
+    index = offset = 0
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        start, offset = offset, offset + len(line) + 1
+        if not line.strip():
+            continue
+        row = _line_row(line, start, number, path, strict, skips)
+        if row is not None:
+            placed.append(Placed(index, row, f"line {number}"))
+        index += 1
+    return placed
+
+
+def _line_row(line: bytes, start: int, number: int, path: Path, strict: bool, skips: RowSkips) -> Row | None:
+    """The object on line `number` (which starts at byte `start`), or None when it is skipped."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        skips.skip_or_raise(strict, "not UTF-8", _not_utf8(path, number, start + error.start, error))
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        message = f"{path}: line {number} is not valid JSON: {error.msg} (column {error.colno})"
+        skips.skip_or_raise(strict, "not JSON", message)
+        return None
+    return _as_row(value, path, f"line {number}", strict, skips)
+
+
+def _parse_json_list(data: bytes, path: Path, strict: bool, skips: RowSkips) -> list[Placed]:
+    """A JSON list of rows. It parses whole or not at all, so only its items can be skipped."""
+    try:
+        items = json.loads(_decode_all(data, path, strict))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: line {error.lineno} is not valid JSON: {error.msg} (column {error.colno})") from None
-    return [_as_row(row, path, f"item {i}") for i, row in enumerate(rows)]
+    placed = []
+    for i, item in enumerate(items):
+        if not strict and _holds_undecodable(item):
+            skips["not UTF-8"] += 1
+            continue
+        if (row := _as_row(item, path, f"item {i}", strict, skips)) is not None:
+            placed.append(Placed(i, row, f"item {i}"))
+    return placed
 
 
-def _as_row(value: Any, path: Path, where: str) -> Row:
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: {where} is a JSON {type(value).__name__}, not an object (one row per object)")
-    return value
+def _decode_all(data: bytes, path: Path, strict: bool) -> str:
+    """`data` as text. A bad byte is an error naming its line and offset; lenient, it becomes a lone surrogate
+    (errors="surrogateescape"), so the list item holding it can be found and skipped (`_holds_undecodable`)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if strict:
+            raise ValueError(_not_utf8(path, data.count(b"\n", 0, error.start) + 1, error.start, error)) from None
+    return data.decode("utf-8", errors="surrogateescape")
+
+
+def _not_utf8(path: Path, line: int, offset: int, error: UnicodeDecodeError) -> str:
+    return f"{path}: line {line} is not valid UTF-8 (byte offset {offset}: {error.reason})"
+
+
+def _holds_undecodable(value: Any) -> bool:
+    """Whether a value parsed from surrogate-escaped text holds an escaped byte (text that is not UTF-8)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _as_row(value: Any, path: Path, where: str, strict: bool, skips: RowSkips) -> Row | None:
+    if isinstance(value, dict):
+        return value
+    message = f"{path}: {where} is a JSON {type(value).__name__}, not an object (one row per object)"
+    skips.skip_or_raise(strict, "not an object", message)
+    return None
 
 
 def _read_parquet(path: Path) -> list[Row]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return list(pq.read_table(path).to_pylist())
+    try:
+        return list(pq.read_table(path).to_pylist())
+    except pa.ArrowException as error:
+        raise ValueError(f"{path}: not a readable parquet file ({error})") from None
 
 
 def _load_hub(source: str, subset: str | None, split: str) -> list[Row]:
@@ -125,3 +265,113 @@ def _load_hub(source: str, subset: str | None, split: str) -> list[Row]:
             f"path of a local .jsonl/.json/.parquet file or of a folder holding {split}.jsonl"
         ) from error
     return [dict(row) for row in dataset]
+
+
+# -- checking ----------------------------------------------------------------------------------------------------
+
+
+def valid_rows(
+    placed: Sequence[Placed],
+    fields: Mapping[str, Kind],
+    source: str,
+    strict: bool = True,
+    skips: RowSkips | None = None,
+    check: Callable[[Row], Flaw | None] | None = None,
+) -> list[Row]:
+    """The rows whose required `fields` hold non-blank values of their kind (`field_flaw`), whose "id" (if any) is
+    text or a number, that pass the task's own `check`, and whose "id" no earlier row has. A bad row raises a
+    ValueError naming `source`, the row, its place and the field, or with strict=False is counted in `skips`:
+    a task would otherwise fail later, in prompting or scoring, far from the bad row."""
+    skips = RowSkips() if skips is None else skips
+    good = []
+    for p in placed:
+        flaw = _row_flaw(p.row, fields, check)
+        if flaw is None:
+            good.append(p)
+        else:
+            skips.skip_or_raise(strict, flaw.reason, f"{source}: row {p.position}{flaw.detail}{_at(p)}")
+    return [p.row for p in _first_of_each_id(good, source, strict, skips)]
+
+
+def field_flaw(row: Row, field: str, kind: Kind) -> Flaw | None:
+    """What makes `row[field]` unusable: absent, not of `kind`, or blank (text that is empty or whitespace only,
+    an empty list, or such an item in a list); None if it is fine."""
+    if field not in row:
+        return Flaw("missing field", f" has no field {field!r} (it has: {', '.join(sorted(row))})")
+    return type_flaw(repr(field), row[field], kind) or _blank_flaw(repr(field), row[field])
+
+
+def type_flaw(label: str, value: Any, kind: Kind) -> Flaw | None:
+    """What makes `value` (named `label` in the message) not of `kind`, item by item for a list; None if it is.
+    A bool is not a number here (JSON true is no id), unless `kind` asks for bool."""
+    if get_origin(kind) is list:
+        if not isinstance(value, list):
+            return _wrong_type(label, value, kind)
+        (item_kind,) = get_args(kind)
+        return next((f for k, item in enumerate(value) if (f := type_flaw(f"{label}[{k}]", item, item_kind))), None)
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool)):
+        return None
+    return _wrong_type(label, value, kind)
+
+
+def _blank_flaw(label: str, value: Any) -> Flaw | None:
+    if isinstance(value, str) and not value.strip():
+        return Flaw("empty field", f" has an empty field {label} ({'no text' if not value else 'only whitespace'})")
+    if isinstance(value, list):
+        if not value:
+            return Flaw("empty field", f" has an empty field {label} (no items)")
+        return next((f for k, item in enumerate(value) if (f := _blank_flaw(f"{label}[{k}]", item))), None)
+    return None
+
+
+def _wrong_type(label: str, value: Any, kind: Kind) -> Flaw:
+    found = "null" if value is None else type(value).__name__
+    return Flaw("wrong type", f" has field {label} of type {found} (expected {_kind_name(kind)})")
+
+
+def _kind_name(kind: Kind) -> str:
+    if get_origin(kind) is list:
+        return f"list of {_kind_name(get_args(kind)[0])}"
+    if isinstance(kind, tuple):
+        return " or ".join(k.__name__ for k in kind)
+    return kind.__name__
+
+
+def _row_flaw(row: Row, fields: Mapping[str, Kind], check: Callable[[Row], Flaw | None] | None) -> Flaw | None:
+    """The first flaw of `row`: a required field, then its "id", then the task's own check (which may rely on
+    the fields being there and of their kind)."""
+    for field, kind in fields.items():
+        if flaw := field_flaw(row, field, kind):
+            return flaw
+    if "id" in row and (flaw := field_flaw(row, "id", ID_KINDS)):
+        return flaw
+    return check(row) if check is not None else None
+
+
+def _first_of_each_id(placed: Sequence[Placed], source: str, strict: bool, skips: RowSkips) -> list[Placed]:
+    """The rows whose "id" no earlier row has (as text: a `problems` record's id is text, so 7 and "7" clash);
+    a repeat raises, naming both rows, or with strict=False is counted and dropped."""
+    first: dict[str, Placed] = {}
+    kept = []
+    for p in placed:
+        if "id" in p.row:
+            key = str(p.row["id"])
+            if key in first:
+                earlier = first[key]
+                was = f" ({earlier.where})" if earlier.where else ""
+                message = f"{source}: row {p.position} repeats the id {key!r} of row {earlier.position}{was}{_at(p)}"
+                skips.skip_or_raise(strict, "duplicate id", message)
+                continue
+            first[key] = p
+        kept.append(p)
+    return kept
+
+
+def _at(p: Placed) -> str:
+    return f", at {p.where}" if p.where else ""
+
+
+def with_ids(rows: Sequence[Row], task: str, split: str) -> list[Row]:
+    """Rows with a deterministic `"id"` (`{task}-{split}-{i:05d}`) where they have none; other fields untouched."""
+    return [row if "id" in row else {"id": f"{task}-{split}-{i:05d}", **row} for i, row in enumerate(rows)]
