@@ -28,16 +28,21 @@ class RecordError(ValueError):
 
 
 class SkipCounter(Counter[str]):
-    """Reasons for skipped records, counted when the user asked for lenience (strict=False)."""
+    """Reasons for skipped records or rows, counted when the user asked for lenience (strict=False)."""
 
     def skip_or_raise(self, strict: bool, message: str, reason: str) -> None:
+        """Raise `message` (strict), or count one skip under `reason`."""
         if strict:
-            raise RecordError(message)
+            raise RecordError(message) from None  # the message says it all; a decode error's context would not
         self[reason] += 1
 
-    def report(self, what: str) -> None:
+    def report(self, what: str, kept: int | None = None, logger: logging.Logger = log) -> None:
+        """One warning with the counts by reason, "skipped 3 of 50 rows of F: {...}" when `kept` is given, so a
+        lenient read still says how much it dropped and why."""
         if self:
-            log.warning("skipped %d %s: %s", sum(self.values()), what, dict(self))
+            skipped = sum(self.values())
+            out_of = "" if kept is None else f" of {skipped + kept}"
+            logger.warning("skipped %d%s %s: %s", skipped, out_of, what, dict(self))
 
 
 @dataclass(frozen=True)

@@ -303,25 +303,12 @@ def _compatible(found: Any, expected: Any) -> bool:
     return found.dtype == expected.dtype or (expected.dtype == "string" and found.dtype == "large_string")
 
 
-def _undecodable_where(path: Path, error: UnicodeDecodeError) -> str:
-    """Where the first undecodable byte is: "line N, byte B" in a plain-text file, the byte offset if compressed."""
-    raw = path.read_bytes()
-    if path.suffix == ".gz" or error.start > len(raw):
-        return f"byte {error.start} (uncompressed)"
-    line = raw.count(b"\n", 0, error.start) + 1
-    return f"line {line}, byte {error.start}"
-
-
 def _rows_file(path: Path, kind: str, strict: bool, skipped: SkipCounter) -> Dataset:
     """Rows of a JSONL / JSON / Parquet file checked against the schema (missing fields, wrong types)."""
     from dapo.tasks.sources import read_file
 
     schema, rows = schema_of(kind), []
-    try:
-        file_rows = read_file(path)
-    except UnicodeDecodeError as error:
-        raise RecordError(f"{path}: {_undecodable_where(path, error)} is not valid UTF-8 ({error.reason})") from None
-    for i, row in enumerate(file_rows):
+    for i, row in enumerate(read_file(path)):  # malformed JSON, non-UTF-8: errors naming the file and line
         try:
             validate_row(row, kind, f"{path} row {i}")
         except RecordError as error:

@@ -33,10 +33,11 @@ import gzip
 import json
 import logging
 import zlib
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, get_args, get_origin
+
+from dapo.record_checks import SkipCounter
 
 log = logging.getLogger(__name__)
 
@@ -65,31 +66,15 @@ class Flaw(NamedTuple):
     detail: str
 
 
-class RowSkips(Counter[str]):
-    """Rows of one source skipped by a lenient (strict=False) read, by reason."""
-
-    def skip_or_raise(self, strict: bool, reason: str, message: str) -> None:
-        """Raise `message` (strict), or count one skipped row under `reason`."""
-        if strict:
-            raise ValueError(message) from None  # the message says it all; a decode error's context would not
-        self[reason] += 1
-
-    def report(self, kept: int, source: str) -> None:
-        """One warning with the counts, so a lenient read still says how much of its data it dropped and why."""
-        if self:
-            skipped = sum(self.values())
-            log.warning("skipped %d of %d rows of %s: %s", skipped, kept + skipped, source, dict(self))
-
-
 # -- reading -----------------------------------------------------------------------------------------------------
 
 
 def load_rows(source: str, split: str, subset: str | None = None, strict: bool = True) -> list[Row]:
     """Rows of `split` from `source`: a local file, a folder of split files, or a hub dataset name (rows that do
     not parse are errors, or with strict=False skipped and reported; their fields are not checked)."""
-    skips = RowSkips()
+    skips = SkipCounter()
     name, placed = locate_rows(source, split, subset, strict, skips)
-    skips.report(len(placed), name)
+    skips.report(f"rows of {name}", len(placed), log)
     return [p.row for p in placed]
 
 
@@ -103,14 +88,16 @@ def load_valid_rows(
 ) -> list[Row]:
     """Rows of `split` from `source` that parse, hold the required `fields` and pass `check`, with unique ids (see
     `valid_rows`); with strict=False the others are skipped and the counts logged once, naming the file read."""
-    skips = RowSkips()
+    skips = SkipCounter()
     name, placed = locate_rows(source, split, subset, strict, skips)
     rows = valid_rows(placed, fields, name, strict, skips, check)
-    skips.report(len(rows), name)
+    skips.report(f"rows of {name}", len(rows), log)
     return rows
 
 
-def locate_rows(source: str, split: str, subset: str | None, strict: bool, skips: RowSkips) -> tuple[str, list[Placed]]:
+def locate_rows(
+    source: str, split: str, subset: str | None, strict: bool, skips: SkipCounter
+) -> tuple[str, list[Placed]]:
     """The name errors should give (the file actually read, or the hub dataset) and the rows of `split`, placed."""
     path = Path(source).expanduser()
     if path.is_dir():
@@ -131,18 +118,18 @@ def split_file(folder: Path, split: str) -> Path:
     raise FileNotFoundError(f"data folder {str(folder)!r} has no file for split {split!r} (looked for {names})")
 
 
-def read_file(path: Path, strict: bool = True, skips: RowSkips | None = None) -> list[Row]:
+def read_file(path: Path, strict: bool = True, skips: SkipCounter | None = None) -> list[Row]:
     """All rows of one local file, by its suffix. Lines that do not parse raise, or with strict=False are counted
     in `skips` (which the caller reports; without one they are reported here)."""
     own = skips is None
-    counted = RowSkips() if skips is None else skips
+    counted = SkipCounter() if skips is None else skips
     rows = [p.row for p in read_placed(path, strict, counted)]
     if own:
-        counted.report(len(rows), str(path))
+        counted.report(f"rows of {path}", len(rows), log)
     return rows
 
 
-def read_placed(path: Path, strict: bool, skips: RowSkips) -> list[Placed]:
+def read_placed(path: Path, strict: bool, skips: SkipCounter) -> list[Placed]:
     """All rows of one local file with their places, by its suffix. JSON is read as bytes and decoded line by
     line, so a bad byte is named by line and offset (and, lenient, costs only its own row)."""
     name = path.name
@@ -163,7 +150,7 @@ def _read_gzip(path: Path) -> bytes:
         raise ValueError(f"{path}: not a readable gzip file ({type(error).__name__}: {error})") from None
 
 
-def _parse_json_lines(data: bytes, path: Path, strict: bool, skips: RowSkips) -> list[Placed]:
+def _parse_json_lines(data: bytes, path: Path, strict: bool, skips: SkipCounter) -> list[Placed]:
     """One JSON object per non-blank line; a blank line is not a row."""
     placed: list[Placed] = []
     index = offset = 0
@@ -178,23 +165,23 @@ def _parse_json_lines(data: bytes, path: Path, strict: bool, skips: RowSkips) ->
     return placed
 
 
-def _line_row(line: bytes, start: int, number: int, path: Path, strict: bool, skips: RowSkips) -> Row | None:
+def _line_row(line: bytes, start: int, number: int, path: Path, strict: bool, skips: SkipCounter) -> Row | None:
     """The object on line `number` (which starts at byte `start`), or None when it is skipped."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as error:
-        skips.skip_or_raise(strict, "not UTF-8", _not_utf8(path, number, start + error.start, error))
+        skips.skip_or_raise(strict, _not_utf8(path, number, start + error.start, error), "not UTF-8")
         return None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
         message = f"{path}: line {number} is not valid JSON: {error.msg} (column {error.colno})"
-        skips.skip_or_raise(strict, "not JSON", message)
+        skips.skip_or_raise(strict, message, "not JSON")
         return None
     return _as_row(value, path, f"line {number}", strict, skips)
 
 
-def _parse_json_list(data: bytes, path: Path, strict: bool, skips: RowSkips) -> list[Placed]:
+def _parse_json_list(data: bytes, path: Path, strict: bool, skips: SkipCounter) -> list[Placed]:
     """A JSON list of rows. It parses whole or not at all, so only its items can be skipped."""
     try:
         items = json.loads(_decode_all(data, path, strict))
@@ -234,11 +221,11 @@ def _holds_undecodable(value: Any) -> bool:
     return False
 
 
-def _as_row(value: Any, path: Path, where: str, strict: bool, skips: RowSkips) -> Row | None:
+def _as_row(value: Any, path: Path, where: str, strict: bool, skips: SkipCounter) -> Row | None:
     if isinstance(value, dict):
         return value
     message = f"{path}: {where} is a JSON {type(value).__name__}, not an object (one row per object)"
-    skips.skip_or_raise(strict, "not an object", message)
+    skips.skip_or_raise(strict, message, "not an object")
     return None
 
 
@@ -275,21 +262,21 @@ def valid_rows(
     fields: Mapping[str, Kind],
     source: str,
     strict: bool = True,
-    skips: RowSkips | None = None,
+    skips: SkipCounter | None = None,
     check: Callable[[Row], Flaw | None] | None = None,
 ) -> list[Row]:
     """The rows whose required `fields` hold non-blank values of their kind (`field_flaw`), whose "id" (if any) is
     text or a number, that pass the task's own `check`, and whose "id" no earlier row has. A bad row raises a
     ValueError naming `source`, the row, its place and the field, or with strict=False is counted in `skips`:
     a task would otherwise fail later, in prompting or scoring, far from the bad row."""
-    skips = RowSkips() if skips is None else skips
+    skips = SkipCounter() if skips is None else skips
     good = []
     for p in placed:
         flaw = _row_flaw(p.row, fields, check)
         if flaw is None:
             good.append(p)
         else:
-            skips.skip_or_raise(strict, flaw.reason, f"{source}: row {p.position}{flaw.detail}{_at(p)}")
+            skips.skip_or_raise(strict, f"{source}: row {p.position}{flaw.detail}{_at(p)}", flaw.reason)
     return [p.row for p in _first_of_each_id(good, source, strict, skips)]
 
 
@@ -349,7 +336,7 @@ def _row_flaw(row: Row, fields: Mapping[str, Kind], check: Callable[[Row], Flaw 
     return check(row) if check is not None else None
 
 
-def _first_of_each_id(placed: Sequence[Placed], source: str, strict: bool, skips: RowSkips) -> list[Placed]:
+def _first_of_each_id(placed: Sequence[Placed], source: str, strict: bool, skips: SkipCounter) -> list[Placed]:
     """The rows whose "id" no earlier row has (as text: a `problems` record's id is text, so 7 and "7" clash);
     a repeat raises, naming both rows, or with strict=False is counted and dropped."""
     first: dict[str, Placed] = {}
@@ -361,7 +348,7 @@ def _first_of_each_id(placed: Sequence[Placed], source: str, strict: bool, skips
                 earlier = first[key]
                 was = f" ({earlier.where})" if earlier.where else ""
                 message = f"{source}: row {p.position} repeats the id {key!r} of row {earlier.position}{was}{_at(p)}"
-                skips.skip_or_raise(strict, "duplicate id", message)
+                skips.skip_or_raise(strict, message, "duplicate id")
                 continue
             first[key] = p
         kept.append(p)
