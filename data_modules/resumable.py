@@ -4,7 +4,9 @@ Lightning stores `state_dict()` of a train loader that has one in every checkpoi
 `load_state_dict()` before iterating again. The state here is the epoch and how many of its batches were handed
 out; on resume the batch sampler skips that many (nothing skipped is loaded or collated), so a run killed mid-epoch
 and resumed trains on exactly the batches an uninterrupted run would. Iteration starts at the first `next()`,
-after Lightning has set the sampler's epoch, so a resumed epoch follows that epoch's order and not epoch 0's.
+after Lightning has set the sampler's epoch, so a resumed epoch follows that epoch's order and not epoch 0's; and a
+checkpoint written after an epoch's last batch resumes into the next epoch (Lightning counts that epoch done and
+sets the next one, which then starts from its first batch).
 Worker seeds come from the loader's own generator, so loading data never draws from the global RNG that dropout
 uses (which the modules checkpoint: `dapo.rng`).
 """

@@ -2,7 +2,9 @@
 
 A batch costs (rows in it) x (longest sequence in it) tokens once padded; batches are filled up to
 `max_tokens`. With bucketing, items are shuffled, then sorted by length inside windows of `bucket_window`
-items, so neighbours have similar lengths while the order still changes every epoch.
+items, so neighbours have similar lengths. The batches are planned once; every epoch deals the same batches in a
+new order (as fairseq does), so an epoch always has the same number of batches: Lightning reads that number once
+and would otherwise drop or miss the batches by which a re-planned epoch differs (about 1% of them).
 """
 
 from __future__ import annotations
@@ -63,8 +65,8 @@ def padding_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[int], r
 
 
 class TokenBudgetBatchSampler(Sampler[list[int]]):
-    """Batches from `plan_batches`, re-planned each epoch (`set_epoch`), split across data-parallel ranks. The plan
-    depends only on (seed, epoch), so `start_next_at` can resume an epoch at any batch."""
+    """Batches from `plan_batches`, dealt in a new order each epoch (`set_epoch`) and split across data-parallel
+    ranks. An epoch's batches depend only on (seed, epoch), so `start_next_at` can resume an epoch at any batch."""
 
     def __init__(
         self,
@@ -86,6 +88,12 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
         self._start = 0
 
+    @property
+    def sampler(self) -> TokenBudgetBatchSampler:
+        """Itself: at every epoch start Lightning calls `set_epoch` on a batch sampler's `sampler` (not on the batch
+        sampler), as it does on a DistributedSampler."""
+        return self
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -99,13 +107,10 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def _rank_batches(self) -> list[list[int]]:
         batches = plan_batches(
-            self.lengths,
-            self.rows,
-            self.max_tokens,
-            shuffle=self.shuffle,
-            bucket=self.bucket,
-            seed=self.seed + self.epoch,
-        )
+            self.lengths, self.rows, self.max_tokens, shuffle=self.shuffle, bucket=self.bucket, seed=self.seed
+        )  # epoch 0 keeps the plan's own order
+        if self.shuffle and self.epoch:
+            random.Random(self.seed + self.epoch).shuffle(batches)  # the same batches, this epoch's order
         per_rank = len(batches) // self.num_replicas if self.num_replicas > 1 else len(batches)
         return batches[self.rank :: self.num_replicas][:per_rank]  # equal counts keep ranks in step
 
