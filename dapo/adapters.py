@@ -12,12 +12,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
+
+from dapo.errors import require
 
 LoadIn = Literal["8bit", "4bit"]
 
@@ -49,6 +52,7 @@ def quantized_loading(load_in: LoadIn | None, device: str | torch.device = "cpu"
     and in bf16 on GPU."""
     if load_in is None:
         return {}
+    require("accelerate", "scale", f"load_in={load_in!r} (a device map for bitsandbytes)")
     from transformers import BitsAndBytesConfig
 
     if load_in == "8bit":
@@ -80,22 +84,23 @@ def check_trainable_setup(load_in: LoadIn | None, lora: LoraSettings | None, sha
 def add_lora(backbone: nn.Module, settings: LoraSettings) -> Any:
     """`backbone` wrapped with trainable LoRA adapters (a peft model, which forwards attribute lookups such as
     `config` to the backbone); every base weight frozen."""
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(
+    peft = require("peft", "scale", "LoRA adapters (`lora`)")
+    config = peft.LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=settings.target_modules,
     )
-    return get_peft_model(backbone, config)
+    return peft.get_peft_model(backbone, config)
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
-    """The plain transformers model with the adapters folded into its weights (a no-op without adapters)."""
-    from peft import PeftModel
+    """The plain transformers model with the adapters folded into its weights (a no-op without adapters).
 
-    return model.merge_and_unload() if isinstance(model, PeftModel) else model
+    Only `add_lora` imports peft: if this process never did, `model` has no adapters, and a run without the `scale`
+    extra exports without ever needing peft."""
+    peft = sys.modules.get("peft")
+    return model.merge_and_unload() if peft is not None and isinstance(model, peft.PeftModel) else model
 
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:

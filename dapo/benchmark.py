@@ -11,12 +11,12 @@ The output folder is written next to its final place and renamed, so a killed ru
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from dapo.errors import check_model_folder, make_policy
 from dapo.evaluation import EvalResult, evaluate_examples, load_examples
 from dapo.records import staged_dir, write_json
 from dapo.sampling import SamplingParams
@@ -73,8 +73,7 @@ def evaluate(
 
     if n > 1 and temperature == 0:
         raise ValueError(f"n={n} greedy samples would all be identical; set --temperature > 0 or --n 1")
-    if not Path(model).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise FileNotFoundError(f"model {model!r} is not a local folder, and the hub is off (HF_HUB_OFFLINE=1)")
+    check_model_folder(model, "model", make_policy(model))
     ks = sorted(set(k or ([1, n] if n > 1 else [1])))
     if ks[0] < 1 or ks[-1] > n:
         raise ValueError(f"every k of pass@k must be in 1..n={n}, got {ks}")

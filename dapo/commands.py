@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from dapo.advantages import AdvantageConfig
-from dapo.callbacks.step_advantages import ensure_actions
-from dapo.callbacks.step_value_rollout import StageA, ensure_states
+from dapo.stage_a import StageA, ensure_states
+from dapo.stage_b import ensure_actions
 from dapo.tasks import ArithTask, write_problems
 from dapo.tasks.base import Example, Task
 

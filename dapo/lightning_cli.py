@@ -5,6 +5,7 @@ make the data a fit needs, each off unless set: `stage_a` (on when `stage_a.poli
 StepValueRollout callback (Stage A states for the critic), `advantages` (on when `advantages.critic_path` is
 set) adds StepAdvantages (Stage B actions for the actor). Lightning's distributed sampler is off by default:
 StepDataModule's batch sampler gives each data-parallel rank its share of the token-budgeted batches.
+CriticModule and ActorModule are imported here so that their short names resolve (`--model.help CriticModule`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from dapo.actor import ActorModule
 from dapo.advantages import AdvantageConfig
 from dapo.callbacks import StageA, StepAdvantages, StepValueRollout
+from dapo.critic import CriticModule
 from dapo.data_modules import StepDataModule
+from dapo.errors import check_model_folder, make_policy
+
+__all__ = ["ActorModule", "CriticModule", "DapoLightningCLI"]  # the modules a config's class_path may name
 
 
 class DapoLightningCLI(LightningCLI):
@@ -35,6 +41,13 @@ class DapoLightningCLI(LightningCLI):
         parser.set_defaults({"trainer.use_distributed_sampler": False})
         parser.add_dataclass_arguments(StageA, "stage_a")
         parser.add_dataclass_arguments(AdvantageConfig, "advantages")
+
+    def before_instantiate_classes(self) -> None:
+        """A missing model folder is one clear line here (the modules check it too, but jsonargparse would bury
+        their error in a page of its own)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        path = config["model"]["init_args"]["model_path"]
+        check_model_folder(path, "model.init_args.model_path", make_policy(path))
 
     def before_fit(self) -> None:
         """Stage A (for the critic) and Stage B scoring (for the actor) run at fit start when configured."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from dapo.errors import check_model_folder, make_policy
 from dapo.iterate import Config, Overlay, fit_overlay, load_config
 from dapo.plan_math import Device, ModelShape, StageCost, Workload, stage_costs
 from dapo.steps import DEFAULT_DELIMITER, split_steps
@@ -82,6 +83,8 @@ def plan(
     overlay = fit_overlay(trainer, data, stage_a, advantages, None)
     critic, actor = load_config(critic_config, [overlay]), load_config(actor_config, [overlay])
     policy = policy_path or (critic.get("stage_a") or {}).get("policy_path")
+    if policy is not None and model is None:
+        check_model_folder(policy, "policy_path", make_policy(policy))
     workload = workload_from(critic, actor, policy, assume or Assumptions())
     shape = model or model_shape(_require(policy, "model.params, model.layers and model.hidden"))
     costs = stage_costs(workload, shape)

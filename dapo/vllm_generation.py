@@ -49,17 +49,16 @@ Left out: chat templates (prompts are plain text, as for HFGenerator), LoRA, str
 from __future__ import annotations
 
 import hashlib
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dapo.errors import require
 from dapo.generation import cut_to_first_step
 from dapo.sampling import SamplingParams
 from dapo.steps import first_step
 
 __all__ = [
-    "INSTALL_HINT",
     "VLLMGenerator",
     "continuation_kwargs",
     "must_continue",
@@ -67,7 +66,6 @@ __all__ = [
     "vllm_sampling_kwargs",
 ]
 
-INSTALL_HINT = 'VLLMGenerator needs vLLM: pip install "dapo[vllm]" (vLLM needs a CUDA GPU)'
 SEED_BYTES = 6
 """Request seeds have 48 bits: room for vLLM's `seed + k` per sample in a 64-bit seed, and collisions between the
 seeds of a call's prompts are negligible."""
@@ -132,10 +130,7 @@ def must_continue(text: str, stop_reason: object, generated: int, params: Sampli
 
 
 def _import_vllm() -> Any:
-    try:
-        return importlib.import_module("vllm")
-    except ImportError as error:
-        raise ImportError(INSTALL_HINT) from error
+    return require("vllm", "vllm", "VLLMGenerator (vLLM needs a CUDA GPU)")
 
 
 @dataclass

@@ -1,8 +1,15 @@
-"""Data: StepDataModule and its pure collate, featurize and batching pieces (installed as dapo.data_modules)."""
+"""Data: StepDataModule and its pure collate, featurize and batching pieces (installed as dapo.data_modules).
+
+StepDataModule (and with it Lightning) loads on first use: Stage B imports `dapo.data_modules.featurize`, and
+`dapo advantages --help` should not pay for Lightning's import."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .collate import collate_actor, collate_critic
 from .sampler import TokenBudgetBatchSampler, padding_fraction, plan_batches
-from .step_data import StepDataModule
 
 __all__ = [
     "StepDataModule",
@@ -12,3 +19,9 @@ __all__ = [
     "padding_fraction",
     "plan_batches",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "StepDataModule":
+        return importlib.import_module(".step_data", __name__).StepDataModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

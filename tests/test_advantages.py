@@ -8,9 +8,9 @@ from builders import candidate_state_rows
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dapo.advantages import AdvantageConfig, Candidate, candidates, run_advantages, select_actions
-from dapo.callbacks.step_advantages import advantages_status, ensure_actions
 from dapo.models.value import StepScorer
 from dapo.records import Provenance, read_records, write_records
+from dapo.stage_b import advantages_status, ensure_actions
 from dapo.steps import join_steps
 
 

@@ -11,11 +11,11 @@ import torch
 
 from dapo.advantages import AdvantageConfig, run_advantages
 from dapo.callbacks import StageA
-from dapo.callbacks.step_value_rollout import ensure_states
 from dapo.critic import CriticModule
 from dapo.data_modules import StepDataModule
 from dapo.records import read_records
 from dapo.rollout import RolloutConfig
+from dapo.stage_a import ensure_states
 
 pytestmark = pytest.mark.slow
 

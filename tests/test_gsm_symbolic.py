@@ -4,6 +4,7 @@ solutions in the task's step format that score 1.0, prompts, lookup by name and 
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -81,7 +82,7 @@ def test_lookup_by_name_and_settings_checks():
 
 def test_a_missing_reasoning_gym_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "reasoning_gym", None)  # `import reasoning_gym` now raises ImportError
-    with pytest.raises(ImportError, match=r"pip install reasoning-gym"):
+    with pytest.raises(ImportError, match=re.escape('pip install "dapo[scale]"')):
         GSMSymbolicTask(train_size=2).load("train")
 
 
