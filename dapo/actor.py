@@ -86,8 +86,8 @@ class ActorModule(TrainableBackbone, L.LightningModule):
                 optimizer step (counted, logged as train/skipped_steps).
         """
         super().__init__()
-        check_model_folder(model_path, "model_path", make_policy(model_path))
         check_policy(on_nonfinite)
+        check_model_folder(model_path, "model_path", make_policy(model_path))
         if beta <= 0:
             raise ValueError(f"beta must be positive, got {beta}")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])

@@ -66,8 +66,8 @@ class CriticModule(TrainableBackbone, L.LightningModule):
                 optimizer step (counted, logged as train/skipped_steps).
         """
         super().__init__()
-        check_model_folder(model_path, "model_path", make_policy(model_path))
         check_policy(on_nonfinite)
+        check_model_folder(model_path, "model_path", make_policy(model_path))
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])  # factories: the CLI config keeps them
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.model: ValueModel | None = None

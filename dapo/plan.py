@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dapo.errors import check_model_folder, make_policy
+from dapo.errors import MissingFile, check_model_folder, make_policy
 from dapo.iterate import Config, Overlay, fit_overlay, load_config
 from dapo.plan_math import Device, ModelShape, StageCost, Workload, stage_costs
 from dapo.steps import DEFAULT_DELIMITER, split_steps
@@ -83,8 +83,6 @@ def plan(
     overlay = fit_overlay(trainer, data, stage_a, advantages, None)
     critic, actor = load_config(critic_config, [overlay]), load_config(actor_config, [overlay])
     policy = policy_path or (critic.get("stage_a") or {}).get("policy_path")
-    if policy is not None and model is None:
-        check_model_folder(policy, "policy_path", make_policy(policy))
     workload = workload_from(critic, actor, policy, assume or Assumptions())
     shape = model or model_shape(_require(policy, "model.params, model.layers and model.hidden"))
     costs = stage_costs(workload, shape)
@@ -93,8 +91,10 @@ def plan(
 
 
 def _require(policy: str | None, what: str) -> str:
-    if not policy or not Path(policy).is_dir():
-        raise FileNotFoundError(f"no policy folder at {policy!r} to measure from: give {what} (see --help)")
+    """The policy folder to measure `what` from; missing, the error names both ways out."""
+    if not policy:
+        raise MissingFile(f"no policy folder to measure from: give {what} (see --help) or policy_path")
+    check_model_folder(policy, "policy_path", f"{make_policy(policy)}; or give {what} (see --help)")
     return policy
 
 

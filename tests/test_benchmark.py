@@ -100,13 +100,14 @@ def test_evaluate_with_samples_reports_pass_at_k(policy_dir, tmp_path):
     assert summary["pass_at_k"]["1"] == pytest.approx(sum(sum(r["scores"]) / 4 for r in rows) / 12)
 
 
-def test_evaluate_refuses_bad_settings(policy_dir, tmp_path):
+def test_evaluate_refuses_bad_settings(policy_dir, tmp_path, capsys):
     with pytest.raises(ValueError, match="temperature"):
         _evaluate(policy_dir, tmp_path / "x", "--n", "4")
     with pytest.raises(ValueError, match="pass@k"):
         _evaluate(policy_dir, tmp_path / "x", "--n", "2", "--temperature", "1", "--k", "[1, 4]")
-    with pytest.raises(FileNotFoundError, match="not a local folder"):
+    with pytest.raises(SystemExit) as stop:  # the CLI prints a missing model folder as one line
         _evaluate(str(tmp_path / "missing"), tmp_path / "y")
+    assert stop.value.code == 2 and "missing does not exist; make it first" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown task"):
         cli_main(["evaluate", "--model", policy_dir, "--task", "nope"])
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
