@@ -1,9 +1,10 @@
 """Errors whose message is the whole story: `dapo COMMAND` prints them as one line (no traceback) and exits 2.
 
-Two kinds every command can meet before any work starts:
+The kinds every command can meet before any work starts:
 - `MissingExtra`: an optional feature's package is not installed. Optional packages are imported only by the
   feature that uses them (`require`), so the core pipeline runs on `[project.dependencies]` alone.
-- `MissingModelFolder`: a command was pointed at a model folder that does not exist yet (`check_model_folder`).
+- `MissingModelFolder`: a command was pointed at a model folder that does not exist yet (`check_model_folder`);
+  `MissingFile`, its parent, for other files (a config, a GGUF file).
 """
 
 from __future__ import annotations
