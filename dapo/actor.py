@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from dapo.adapters import LoadIn, LoraSettings, add_lora, merge_lora
 from dapo.backbone import TrainableBackbone
 from dapo.data_modules import StepDataModule
-from dapo.errors import check_model_folder, make_policy
+from dapo.errors import check_model_folder
 from dapo.fingerprint import policy_fingerprint
 from dapo.guards import NonFinitePolicy, check_policy
 from dapo.losses import DapoLoss, dapo_loss
@@ -87,7 +87,7 @@ class ActorModule(TrainableBackbone, L.LightningModule):
         """
         super().__init__()
         check_policy(on_nonfinite)
-        check_model_folder(model_path, "model_path", make_policy(model_path))
+        check_model_folder(model_path, "model_path")
         if beta <= 0:
             raise ValueError(f"beta must be positive, got {beta}")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])

@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from dapo.errors import check_model_folder, make_policy
+from dapo.errors import check_model_folder
 from dapo.evaluation import EvalResult, evaluate_examples, load_examples
 from dapo.records import staged_dir, write_json
 from dapo.sampling import SamplingParams
@@ -73,7 +73,7 @@ def evaluate(
 
     if n > 1 and temperature == 0:
         raise ValueError(f"n={n} greedy samples would all be identical; set --temperature > 0 or --n 1")
-    check_model_folder(model, "model", make_policy(model))
+    check_model_folder(model, "model")
     ks = sorted(set(k or ([1, n] if n > 1 else [1])))
     if ks[0] < 1 or ks[-1] > n:
         raise ValueError(f"every k of pass@k must be in 1..n={n}, got {ks}")

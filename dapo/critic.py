@@ -24,7 +24,7 @@ from transformers import AutoTokenizer
 
 from dapo.adapters import LoadIn, LoraSettings, add_lora, merge_lora
 from dapo.backbone import TrainableBackbone
-from dapo.errors import check_model_folder, make_policy
+from dapo.errors import check_model_folder
 from dapo.guards import NonFinitePolicy, check_policy
 from dapo.losses import ValueLossKind, gather_at, value_loss
 from dapo.models.value import ValueModel
@@ -67,7 +67,7 @@ class CriticModule(TrainableBackbone, L.LightningModule):
         """
         super().__init__()
         check_policy(on_nonfinite)
-        check_model_folder(model_path, "model_path", make_policy(model_path))
+        check_model_folder(model_path, "model_path")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])  # factories: the CLI config keeps them
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.model: ValueModel | None = None

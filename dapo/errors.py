@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -44,8 +45,9 @@ def require(module: str, extra: str, feature: str) -> ModuleType:
         ) from error
 
 
-def check_model_folder(path: str, what: str, made_by: str) -> None:
-    """Refuse a model folder that is missing or has no config.json, naming it and the command that makes it.
+def check_model_folder(path: str, what: str, made_by: Callable[[str], str] | None = None) -> None:
+    """Refuse a model folder that is missing or has no config.json, naming it and the command that makes it
+    (`made_by(path)`; default: a policy's, `make_policy`).
 
     A missing path shaped like a Hub id (`org/name`) is left to transformers while the Hub is reachable."""
     folder = Path(path)
@@ -54,7 +56,7 @@ def check_model_folder(path: str, what: str, made_by: str) -> None:
     if not folder.exists() and HUB_ID.fullmatch(path) and os.environ.get("HF_HUB_OFFLINE", "0") in ("0", ""):
         return
     problem = "does not exist" if not folder.exists() else "has no config.json (not a Hugging Face model folder)"
-    raise MissingModelFolder(f"{what} {path} {problem}; make it first: {made_by}")
+    raise MissingModelFolder(f"{what} {path} {problem}; make it first: {(made_by or make_policy)(path)}")
 
 
 def make_policy(path: str) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from dapo.errors import MissingFile, check_model_folder, make_policy
+from dapo.errors import MissingFile, check_model_folder
 from dapo.fingerprint import policy_fingerprint
 from dapo.records import move_aside, staged_dir, write_json
 
@@ -214,7 +214,7 @@ def iterate(
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    check_model_folder(policy_path, "policy_path", make_policy(policy_path))
+    check_model_folder(policy_path, "policy_path")
     overlay = fit_overlay(trainer, data, stage_a, advantages, seed)
     critic_base = load_config(critic_config, [overlay])
     actor_base = load_config(actor_config, [overlay])

@@ -20,7 +20,7 @@ from dapo.advantages import AdvantageConfig
 from dapo.callbacks import StageA, StepAdvantages, StepValueRollout
 from dapo.critic import CriticModule
 from dapo.data_modules import StepDataModule
-from dapo.errors import check_model_folder, make_policy
+from dapo.errors import check_model_folder
 
 __all__ = ["ActorModule", "CriticModule", "DapoLightningCLI"]  # the modules a config's class_path may name
 
@@ -47,7 +47,7 @@ class DapoLightningCLI(LightningCLI):
         their error in a page of its own)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         path = config["model"]["init_args"]["model_path"]
-        check_model_folder(path, "model.init_args.model_path", make_policy(path))
+        check_model_folder(path, "model.init_args.model_path")
 
     def before_fit(self) -> None:
         """Stage A (for the critic) and Stage B scoring (for the actor) run at fit start when configured."""

@@ -94,7 +94,7 @@ def _require(policy: str | None, what: str) -> str:
     """The policy folder to measure `what` from; missing, the error names both ways out."""
     if not policy:
         raise MissingFile(f"no policy folder to measure from: give {what} (see --help) or policy_path")
-    check_model_folder(policy, "policy_path", f"{make_policy(policy)}; or give {what} (see --help)")
+    check_model_folder(policy, "policy_path", lambda path: f"{make_policy(path)}; or give {what} (see --help)")
     return policy
 
 

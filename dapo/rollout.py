@@ -20,10 +20,8 @@ paper). One run per `out_dir` at a time: stale temp folders there are removed on
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
-import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -34,15 +32,14 @@ from tqdm.auto import tqdm
 
 from dapo.evaluation import score_responses
 from dapo.records import (
-    SHARD_PREFIX,
     Provenance,
     RecordError,
     SkipCounter,
-    read_provenance,
     read_records,
     write_json,
     write_records,
 )
+from dapo.rollout_shards import derive_seed, finished_shards, shard_dir
 from dapo.sampling import Generator, SamplingParams
 from dapo.steps import DEFAULT_DELIMITER, join_steps, split_steps, state_text
 from dapo.tasks.base import Example, Task
@@ -229,7 +226,7 @@ def roll_out_shards(
     size = config.problems_per_shard
     shards = [problems[i : i + size] for i in range(0, len(problems), size)]
     mine = [i for i in range(len(shards)) if i % world_size == rank]
-    finished = _finished_shards(out, mine, config, policy_hash)
+    finished = finished_shards(out, mine, asdict(config), policy_hash)
     provenance = {"seed": config.seed, "config": asdict(config)}
     provenance |= {"policy_path": policy_path or None, "policy_hash": policy_hash or None}
     empty = duplicates = sampled = 0
@@ -275,15 +272,6 @@ def write_summary(config: RolloutConfig, task: Task, works: Sequence[ShardWork])
     return summary
 
 
-def _finished_shards(out: Path, shards: Sequence[int], config: RolloutConfig, policy_hash: str) -> set[int]:
-    """Those of `shards` an earlier run finished (checked to match), after clearing their stale temp folders."""
-    _remove_temp_dirs(out, shards)
-    finished = {i for i in shards if _shard_dir(out, "states", i).is_dir()}
-    for i in sorted(finished):
-        _check_resumable(_shard_dir(out, "states", i), config, policy_hash)
-    return finished
-
-
 def _run_shard(
     index: int,
     problems: Sequence[_Problem],
@@ -309,8 +297,8 @@ def _run_shard(
         for s in solutions
     ]
     out = Path(config.out_dir)
-    write_records(solution_rows, _shard_dir(out, "solutions", index), "solutions", Provenance(PRODUCER, **provenance))
-    write_records(states, _shard_dir(out, "states", index), "states", Provenance(PRODUCER, **provenance))
+    write_records(solution_rows, shard_dir(out, "solutions", index), "solutions", Provenance(PRODUCER, **provenance))
+    write_records(states, shard_dir(out, "states", index), "states", Provenance(PRODUCER, **provenance))
     return empty, duplicates, sampled
 
 
@@ -318,9 +306,9 @@ def _sample_solutions(
     index: int, problems: Sequence[_Problem], config: RolloutConfig, generator: Generator, task: Task
 ) -> tuple[list[_Solution], int, int]:
     """`n_keep` balanced, graded solutions per problem, with the numbers of blank and repeated responses dropped."""
-    params = _params(config, config.n_samples, _derive_seed(config.seed, index, "sample"))
+    params = _params(config, config.n_samples, derive_seed(config.seed, index, "sample"))
     outputs = _generate(generator, [p.prompt for p in problems], params)
-    rng = random.Random(_derive_seed(config.seed, index, "keep"))
+    rng = random.Random(derive_seed(config.seed, index, "keep"))
     solutions: list[_Solution] = []
     nonblank = [[r for r in responses if r.strip()] for responses in outputs]
     uniques = [list(dict.fromkeys(rs)) for rs in nonblank]
@@ -339,7 +327,7 @@ def _rollout_states(
 ) -> list[dict[str, Any]]:
     """State rows of every kept solution, t = 0..T; all rollouts of the shard come from one `generate` call."""
     prompts = [state_text(s.problem.prompt, s.steps, t) for s in solutions for t in range(len(s.steps))]
-    params = _params(config, config.n_rollouts, _derive_seed(config.seed, index, "rollout"))
+    params = _params(config, config.n_rollouts, derive_seed(config.seed, index, "rollout"))
     outputs = _generate(generator, prompts, params) if prompts else []
     states = [(s, t) for s in solutions for t in range(len(s.steps))]
     prefixes = [join_steps(s.steps[:t]) for s, t in states]
@@ -385,36 +373,3 @@ def _generate(generator: Generator, prompts: Sequence[str], params: SamplingPara
             f"generator returned {shape} continuations for {len(prompts)} prompts; expected {params.n} each"
         )
     return outputs
-
-
-def _derive_seed(seed: int, shard: int, phase: str) -> int:
-    """A 31-bit seed for one phase ("sample", "keep", "rollout") of one shard, stable across runs and resumes."""
-    digest = hashlib.sha256(f"{seed}/{shard}/{phase}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") >> 1
-
-
-def _shard_dir(out: Path, kind: str, index: int) -> Path:
-    return out / kind / f"{SHARD_PREFIX}{index:05d}"
-
-
-def _check_resumable(shard: Path, config: RolloutConfig, policy_hash: str) -> None:
-    """Refuse to resume over a finished shard made with another config (out_dir aside) or another policy."""
-    provenance = read_provenance(shard)
-    ours = {k: v for k, v in asdict(config).items() if k != "out_dir"}
-    theirs = {k: v for k, v in provenance.config.items() if k != "out_dir"}
-    changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
-    if changed:
-        raise ValueError(f"{shard} was made with a different config ({', '.join(changed)}); use a new out_dir")
-    if policy_hash and provenance.policy_hash and policy_hash != provenance.policy_hash:
-        raise ValueError(
-            f"{shard} was made by policy {provenance.policy_hash}, not the current {policy_hash}; use a new out_dir"
-        )
-
-
-def _remove_temp_dirs(out: Path, shards: Sequence[int]) -> None:
-    """Delete temp folders a killed writer left for `shards` in `solutions/` and `states/` (never read, only disk
-    space); other processes' shards are left alone, they may be writing them right now."""
-    for kind in ("solutions", "states"):
-        for i in shards:
-            for tmp in (out / kind).glob(f".{_shard_dir(out, kind, i).name}.tmp-*"):
-                shutil.rmtree(tmp, ignore_errors=True)

@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 
 from dapo.adapters import LoadIn
 from dapo.distributed import barrier, gather, world
-from dapo.errors import check_model_folder, make_policy
+from dapo.errors import check_model_folder
 from dapo.fingerprint import policy_fingerprint
 from dapo.records import move_aside, read_provenance
 from dapo.rollout import RolloutConfig, roll_out_shards, write_summary
@@ -73,7 +73,7 @@ def ensure_states(spec: StageA) -> Path:
     Called by every process of a distributed run (or by one alone): they split the shards between them."""
     if spec.policy_path is None:
         raise ValueError("Stage A needs stage_a.policy_path: the policy that samples solutions")
-    check_model_folder(spec.policy_path, "stage_a.policy_path", make_policy(spec.policy_path))
+    check_model_folder(spec.policy_path, "stage_a.policy_path")
     rank, world_size = world()
     out, task = Path(spec.rollout.out_dir), spec.task or ArithTask()
     policy_hash = policy_fingerprint(spec.policy_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dapo.advantages import AdvantageConfig, provenance_config, run_advantages
 from dapo.distributed import barrier, world
-from dapo.errors import check_model_folder, make_critic, make_policy
+from dapo.errors import check_model_folder, make_critic
 from dapo.records import move_aside, read_provenance
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ def ensure_actions(config: AdvantageConfig) -> Path:
     Called by every process of a distributed run (or by one alone): they split the scoring between them."""
     if config.critic_path is None:
         raise ValueError("scoring advantages needs advantages.critic_path: the trained critic (a `dapo export`)")
-    check_model_folder(config.critic_path, "advantages.critic_path", make_critic(config.critic_path))
-    check_model_folder(config.policy_path, "advantages.policy_path", make_policy(config.policy_path))
+    check_model_folder(config.critic_path, "advantages.critic_path", make_critic)
+    check_model_folder(config.policy_path, "advantages.policy_path")
     out = Path(config.out_dir)
     status = advantages_status(config)
     barrier()  # every rank has read the status before rank 0 changes anything

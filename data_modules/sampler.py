@@ -87,6 +87,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.shuffle, self.bucket, self.seed = shuffle, bucket, seed
         self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
         self._start = 0
+        self._plan = plan_batches(self.lengths, self.rows, max_tokens, shuffle=shuffle, bucket=bucket, seed=seed)
 
     @property
     def sampler(self) -> TokenBudgetBatchSampler:
@@ -106,9 +107,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         return self._rank_batches()
 
     def _rank_batches(self) -> list[list[int]]:
-        batches = plan_batches(
-            self.lengths, self.rows, self.max_tokens, shuffle=self.shuffle, bucket=self.bucket, seed=self.seed
-        )  # epoch 0 keeps the plan's own order
+        batches = list(self._plan)  # epoch 0 keeps the plan's own order
         if self.shuffle and self.epoch:
             random.Random(self.seed + self.epoch).shuffle(batches)  # the same batches, this epoch's order
         per_rank = len(batches) // self.num_replicas if self.num_replicas > 1 else len(batches)

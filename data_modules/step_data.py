@@ -17,7 +17,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
-from dapo.errors import check_model_folder, make_policy
+from dapo.errors import check_model_folder
 from dapo.packing import packed_length
 from dapo.padding import pad_id_of
 from dapo.records import read_records
@@ -78,7 +78,7 @@ class StepDataModule(L.LightningDataModule):
                 with it).
         """
         super().__init__()
-        check_model_folder(tokenizer, "tokenizer", make_policy(tokenizer))
+        check_model_folder(tokenizer, "tokenizer")
         if mode not in _RECORD_KIND:
             raise ValueError(f"mode must be 'critic' or 'actor', got {mode!r}")
         if not 0.0 <= val_fraction < 1.0:
