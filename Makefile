@@ -38,8 +38,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" tests
 
+# ruff, mypy, and import-linter's contracts in pyproject.toml: dapo's layers, and no import cycles.
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/lint-imports
 
 # Main job: the embedded demo (about 5 minutes on 2 CPU cores): a tiny start policy, one DAPO round, an RFT
 # baseline, greedy evaluation on 500 held-out problems; report in runs/demo/report.json. Rerunning resumes.

@@ -1,7 +1,7 @@
 """Actor step: shared-prefix packed micro-batches vs one padded sequence per action, on CPU.
 
 Why: DAPO's actor trains on many candidate actions a_1..a_k of every state s (16 here). A packed row holds s once
-followed by all its actions (a 4D mask keeps the actions apart, `dapo.packing`); the fallback pads one row
+followed by all its actions (a 4D mask keeps the actions apart, `dapo.core.packing`); the fallback pads one row
 s + a_i per action, so the model sees s k times. This measures what packing buys in tokens and in training-step
 time on the same model, data and micro-batches, and checks that both layouts give the same log-probs.
 
@@ -50,12 +50,12 @@ from benchmarks.common import (
     table_header,
     table_row,
 )
+from dapo.core.losses import dapo_loss
+from dapo.core.packing import Batch, unpack_batch
+from dapo.core.steps import split_steps
 from dapo.data_modules.collate import ActorItem, collate_actor
 from dapo.data_modules.featurize import actor_items
-from dapo.losses import dapo_loss
-from dapo.packing import Batch, unpack_batch
-from dapo.scoring import policy_logprobs
-from dapo.steps import split_steps
+from dapo.models.outputs import policy_logprobs
 from dapo.tasks import ArithTask
 from dapo.tasks.arith import ALLOWED_OPS, apply_op
 

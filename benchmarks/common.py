@@ -131,8 +131,8 @@ def paper_shaped_policy(n_steps: int = 12, sft_steps: int = 250, seed: int = 0) 
     """A tiny Llama (hidden 128, 4 layers) fine-tuned for `sft_steps` on `n_steps`-operation arith solutions, so it
     writes solutions of about n_steps + 1 lines and stops: states at every step then have as much left to generate
     as in a real multi-step solution. Built once (about 70 s on 2 cores) into CACHE_DIR and reused."""
-    from dapo.commands import tiny_model_for_task
-    from dapo.sft import supervised_finetune
+    from dapo.pipeline.tiny_model import tiny_model_for_task
+    from dapo.training.sft import supervised_finetune
 
     out = CACHE_DIR / f"policy-arith{n_steps}-sft{sft_steps}-seed{seed}"
     if (out / "config.json").exists():
@@ -148,7 +148,7 @@ def paper_shaped_policy(n_steps: int = 12, sft_steps: int = 250, seed: int = 0) 
 
 def random_tiny_model(task: Any, out: Path, hidden_size: int, num_layers: int, vocab_size: int) -> Path:
     """A random tiny Llama (4 heads) whose BPE tokenizer is trained on the task's training prompts and solutions."""
-    from dapo.commands import tiny_model_for_task
+    from dapo.pipeline.tiny_model import tiny_model_for_task
 
     sizes = {"vocab_size": vocab_size, "hidden_size": hidden_size, "num_layers": num_layers, "num_heads": 4}
     return tiny_model_for_task(out, task.load("train"), task, **sizes, seed=0)
@@ -156,7 +156,7 @@ def random_tiny_model(task: Any, out: Path, hidden_size: int, num_layers: int, v
 
 def reference_states(task: Any, ex: Any, rng: random.Random, problem_id: str, n_rollouts: int) -> list[Row]:
     """`states` records (dapo.records) for s_0 .. s_T of the reference solution of `ex`, random MC values."""
-    from dapo.steps import split_steps
+    from dapo.core.steps import split_steps
 
     steps = split_steps(task.reference_solution(ex) or "")
     return [

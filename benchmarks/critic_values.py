@@ -6,13 +6,13 @@ one forward pass over a whole solution gives V at every step boundary, which is 
 (`critic_items` + `collate_critic`, `gather_at` the boundaries); the obvious alternative feeds every state as its
 own row, so a solution of T steps is encoded T + 1 times over growing prefixes. Stage B then scores V(s + a) of
 many candidate next steps a of every state (`score_groups` with `critic_values`): packed, a row holds s once
-followed by all its candidates (`dapo.packing`); unpacked, one padded row per candidate repeats s each time. This
+followed by all its candidates (`dapo.core.packing`); unpacked, one padded row per candidate repeats s each time. This
 measures both on the same model and data, and checks that each pair of ways gives the same values.
 
 Workload: `--problems` arith test problems with `--n-steps` operations (paper-shaped: solutions of n_steps + 1
 lines); states at every step boundary of the reference solution (t = 0 .. T) with random MC targets in [0, 1].
 Training: the trajectories, or the states (each its prefix of the trajectory's tokens, value at its last token),
-are planned into batches of at most `--max-tokens` padded tokens (`plan_batches`, length-bucketed, no shuffle);
+are planned into batches of at most `--max-tokens` padded tokens (`token_budget_batches`, length-bucketed, no shuffle);
 a step is ValueModel forward + `gather_at` + BCE `value_loss` + backward + AdamW step + zero_grad, each mode on
 its own copy of the model from the same weights; a pass is one step on every batch. Scoring: the states before
 every step (t = 0 .. T - 1), each with `--candidates` unique next steps (the reference step plus variants,
@@ -55,15 +55,15 @@ from benchmarks.common import (
     table_header,
     table_row,
 )
+from dapo.core.batching import token_budget_batches
+from dapo.core.losses import gather_at, value_loss
+from dapo.core.packing import Batch, TokenGroup, pack_groups, packed_length, unpack_batch, unpacked_length
+from dapo.core.padding import pad_id_of, pad_right, right_mask
+from dapo.core.steps import join_steps, split_steps
 from dapo.data_modules.collate import CriticItem, collate_critic
 from dapo.data_modules.featurize import critic_items, state_group
-from dapo.data_modules.sampler import plan_batches
-from dapo.losses import gather_at, value_loss
+from dapo.models.outputs import critic_values, score_groups
 from dapo.models.value import ValueModel
-from dapo.packing import Batch, TokenGroup, pack_groups, packed_length, unpack_batch, unpacked_length
-from dapo.padding import pad_id_of, pad_right, right_mask
-from dapo.scoring import critic_values, score_groups
-from dapo.steps import join_steps, split_steps
 
 Row = dict[str, Any]
 TRAJECTORY, STATE, PACKED, UNPACKED = "per trajectory", "per state", "packed", "unpacked"
@@ -116,7 +116,7 @@ def trajectory_batches(items: Sequence[CriticItem], max_tokens: int, pad_id: int
     """`collate_critic` batches of whole trajectories under the token budget, plus state_index (b, n): the flat
     index of the state at each boundary (-1 on padding)."""
     offsets = state_offsets(items)
-    plan = plan_batches([len(i["input_ids"]) for i in items], [1] * len(items), max_tokens, **PLAN)
+    plan = token_budget_batches([len(i["input_ids"]) for i in items], [1] * len(items), max_tokens, **PLAN)
     batches = []
     for indices in plan:
         batch = collate_critic([items[i] for i in indices], pad_id)
@@ -134,7 +134,7 @@ def state_batches(items: Sequence[CriticItem], max_tokens: int, pad_id: int) -> 
         for item in items
         for end, target in zip(item["boundaries"], item["targets"], strict=True)
     ]
-    plan = plan_batches([len(ids) for ids, _ in rows], [1] * len(rows), max_tokens, **PLAN)
+    plan = token_budget_batches([len(ids) for ids, _ in rows], [1] * len(rows), max_tokens, **PLAN)
     batches = []
     for indices in plan:
         ids = [rows[i][0] for i in indices]
@@ -225,7 +225,7 @@ def scoring_tokens(groups: Sequence[TokenGroup], pad_id: int, max_tokens: int, p
     """Padded input_ids elements of the batches `score_groups` runs (planned the same way)."""
     lengths = [packed_length(g) if packed else unpacked_length(g) * len(g["suffixes"]) for g in groups]
     total = 0
-    for indices in plan_batches(lengths, [1] * len(groups), max_tokens, **PLAN):
+    for indices in token_budget_batches(lengths, [1] * len(groups), max_tokens, **PLAN):
         batch = pack_groups([groups[i] for i in indices], pad_id)
         total += (batch if packed else unpack_batch(batch, pad_id))["input_ids"].numel()
     return total

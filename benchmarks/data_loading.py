@@ -51,8 +51,8 @@ from benchmarks.common import (
     table_header,
     table_row,
 )
+from dapo.core.packing import packed_length
 from dapo.data_modules import StepDataModule
-from dapo.packing import packed_length
 from dapo.records import Provenance, write_records
 from dapo.tasks import ArithTask
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import CACHE_DIR, machine_line
-from dapo.plan_math import StageCost
+from dapo.pipeline.plan_costs import StageCost
 
 CRITIC, ACTOR = "configs/demo/critic.yaml", "configs/demo/actor.yaml"
 
@@ -39,8 +39,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def start_policy(sft_steps: int) -> Path:
-    """The demo's start policy (`dapo.demo.train_start_policy`) with `sft_steps` steps, built once."""
-    from dapo.demo import StartPolicy, train_start_policy
+    """The demo's start policy (`dapo.pipeline.demo.train_start_policy`) with `sft_steps` steps, built once."""
+    from dapo.pipeline.demo import StartPolicy, train_start_policy
     from dapo.tasks import ArithTask
 
     out = CACHE_DIR / f"demo-start-sft{sft_steps}"
@@ -70,9 +70,9 @@ def stage_seconds(round_dir: Path) -> dict[str, float]:
 
 def measured_tokens(round_dir: Path, policy: Path) -> dict[str, int]:
     """Tokens each stage really processed: generated (sampling, rollouts) or packed sequences (the rest)."""
-    from dapo.baseline import actor_train_tokens
     from dapo.data_modules import StepDataModule
-    from dapo.iterate import load_config
+    from dapo.pipeline.baseline import actor_train_tokens
+    from dapo.pipeline.configs import load_config
 
     stage_a = json.loads((round_dir / "stage_a" / "summary.json").read_text())
     stage_b = json.loads((round_dir / "stage_b" / "summary.json").read_text())
@@ -97,9 +97,9 @@ def measured_tokens(round_dir: Path, policy: Path) -> dict[str, int]:
 def run_means(round_dir: Path, policy: Path) -> dict[str, float]:
     """The round's own means: prompt tokens, steps and tokens per step of the kept solutions, and the shares of
     candidates the critic scored (distinct, non-terminal) and of states kept."""
-    from dapo.plan import measure_means
+    from dapo.core.steps import join_steps
+    from dapo.pipeline.plan import measure_means
     from dapo.records import read_records
-    from dapo.steps import join_steps
 
     solutions = read_records(round_dir / "stage_a" / "solutions", "solutions")
     pairs = [(row["prompt"], join_steps(row["steps"])) for row in solutions]
@@ -113,7 +113,7 @@ def run_means(round_dir: Path, policy: Path) -> dict[str, float]:
 
 def planned(policy: Path, stage_a: dict[str, Any], assume: Any) -> dict[str, float]:
     """`dapo plan` on the demo configs: generated tokens of the generation stages, processed of the others."""
-    from dapo.plan import plan
+    from dapo.pipeline.plan import plan
 
     costs: list[StageCost] = plan(
         policy_path=str(policy), critic_config=CRITIC, actor_config=ACTOR, stage_a=stage_a, assume=assume
@@ -135,8 +135,8 @@ def print_tables(seconds: dict[str, float], measured: dict[str, int], plans: dic
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from dapo.iterate import iterate
-    from dapo.plan import Assumptions
+    from dapo.pipeline.iterate import iterate
+    from dapo.pipeline.plan import Assumptions
 
     args = parse_args(argv)
     logging.getLogger("lightning").setLevel(logging.WARNING)

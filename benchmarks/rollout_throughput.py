@@ -6,7 +6,7 @@ of the steps. Three ways to do the same rollouts, on the same model, states and 
   - plain: `model.generate` on every state repeated n times (each rollout encodes its state), in the states' own
     order, with transformers' default `DynamicCache`: what one writes with transformers alone;
   - dapo, no shared prefix: `HFGenerator(shared_prefix=False)`: states longest first, in-place KV cache
-    (`dapo.kv_cache`), each rollout still encodes its state;
+    (`dapo.generation.kv_cache`), each rollout still encodes its state;
   - dapo: `HFGenerator()`: the above, plus each state encoded once and its KV cache repeated for its n rollouts.
 
 Workload: the states before every step (t = 0 .. T - 1) of the reference solutions of `--problems` arith problems
@@ -38,10 +38,10 @@ from benchmarks.common import (
     table_header,
     table_row,
 )
-from dapo.generation import HFGenerator, count_new_tokens
-from dapo.padding import left_pad
-from dapo.sampling import SamplingParams
-from dapo.steps import split_steps, state_text
+from dapo.core.padding import left_pad
+from dapo.core.steps import split_steps, state_text
+from dapo.generation.hf_generator import HFGenerator, count_new_tokens
+from dapo.generation.protocol import SamplingParams
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

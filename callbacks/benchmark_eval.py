@@ -23,10 +23,12 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
+from transformers import AutoTokenizer
 
-from dapo.distributed import gather, interleave, lockstep_share
-from dapo.evaluation import EvalResult, evaluate_examples
-from dapo.sampling import SamplingParams
+from dapo.core.distributed import gather, interleave, lockstep_share
+from dapo.generation.hf_generator import HFGenerator
+from dapo.generation.protocol import SamplingParams
+from dapo.stages.evaluation import EvalResult, evaluate_examples
 from dapo.tasks.base import Example, Task, chat_renderer
 
 
@@ -88,10 +90,6 @@ class BenchmarkEval(L.Callback):
 
     def evaluate(self, pl_module: L.LightningModule, rank: int = 0, world_size: int = 1) -> EvalResult:
         """This rank's share of the problems, generated with the module's current weights."""
-        from transformers import AutoTokenizer
-
-        from dapo.generation import HFGenerator
-
         if self._examples is None:
             self._examples = list(self.task.load(self.split))[: self.limit]
         if self._tokenizer is None:

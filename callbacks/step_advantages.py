@@ -1,4 +1,4 @@
-"""StepAdvantages: Stage B scoring (`dapo.stage_b.ensure_actions`) at fit start, so `dapo fit --config
+"""StepAdvantages: Stage B scoring (`dapo.stages.stage_b.ensure_actions`) at fit start, so `dapo fit --config
 configs/actor.yaml` goes from Stage A states and a critic to a trained actor in one command; the CLI adds it when the
 config's `advantages.critic_path` is set.
 """
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import lightning as L
 
-from dapo.advantages import AdvantageConfig
-from dapo.stage_b import ensure_actions
+from dapo.stages.candidate_advantages import AdvantageConfig
+from dapo.stages.stage_b import ensure_actions
 
 
 class StepAdvantages(L.Callback):

@@ -1,12 +1,13 @@
-"""StepValueRollout: Stage A (`dapo.stage_a.ensure_states`) at fit start, so `dapo fit --config configs/critic.yaml`
-goes from problems to a trained critic in one command; the CLI adds it when the config's `stage_a.policy_path` is set.
+"""StepValueRollout: Stage A (`dapo.stages.stage_a.ensure_states`) at fit start, so
+`dapo fit --config configs/critic.yaml` goes from problems to a trained critic in one command; the CLI adds it when
+the config's `stage_a.policy_path` is set.
 """
 
 from __future__ import annotations
 
 import lightning as L
 
-from dapo.stage_a import StageA, ensure_states
+from dapo.stages.stage_a import StageA, ensure_states
 
 __all__ = ["StageA", "StepValueRollout"]
 

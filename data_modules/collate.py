@@ -12,8 +12,8 @@ from typing import TypedDict
 
 import torch
 
-from dapo.packing import TokenGroup, pack_groups
-from dapo.padding import pad_right, right_mask
+from dapo.core.packing import TokenGroup, pack_groups
+from dapo.core.padding import pad_right, right_mask
 
 
 class CriticItem(TypedDict):
@@ -48,7 +48,7 @@ def collate_critic(items: Sequence[CriticItem], pad_id: int) -> dict[str, torch.
 
 
 def collate_actor(items: Sequence[ActorItem], pad_id: int) -> dict[str, torch.Tensor]:
-    """States -> one packed row per state (its tokens once, then each candidate action; `dapo.packing`) with
+    """States -> one packed row per state (its tokens once, then each candidate action; `dapo.core.packing`) with
     advantages (a,) and ref_logprobs (a,) in the order of `action_row` / `action_state`."""
     return {
         **pack_groups(items, pad_id),

@@ -1,8 +1,8 @@
 """Records -> token items for the two training modes, tokenizing each text exactly once.
 
 critic: the states of one solution form a trajectory; its full text is tokenized once and every state's
-        MC value sits at that state's last token (dapo.alignment).
-actor:  the actions of one state form a shared-prefix group (dapo.packing); each state + action is tokenized
+        MC value sits at that state's last token (dapo.core.alignment).
+actor:  the actions of one state form a shared-prefix group (dapo.core.packing); each state + action is tokenized
         as one text and the action's tokens are found by offsets. A terminal action ends with the
         end-of-sequence token, because ending the solution is part of what that action does.
 Overlong or malformed groups raise a RecordError naming the record, or are skipped and counted when
@@ -16,10 +16,10 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from dapo.alignment import last_token_indices, token_span, tokenize_trajectory, tokenize_with_offsets
-from dapo.packing import TokenGroup, group_rows, unpacked_length
+from dapo.core.alignment import last_token_indices, token_span, tokenize_trajectory, tokenize_with_offsets
+from dapo.core.packing import TokenGroup, group_rows, unpacked_length
+from dapo.core.steps import DEFAULT_DELIMITER, join_steps
 from dapo.records import RecordError, SkipCounter
-from dapo.steps import DEFAULT_DELIMITER, join_steps
 
 from .collate import ActorItem, CriticItem
 
@@ -107,7 +107,7 @@ def action_row(tokenizer: PreTrainedTokenizerBase, prefix: str, action: str, app
 def state_group(
     tokenizer: PreTrainedTokenizerBase, prefix: str, actions: Sequence[str], append_eos: Sequence[bool]
 ) -> TokenGroup:
-    """The candidate actions of the state `prefix` as one shared-prefix group (dapo.packing)."""
+    """The candidate actions of the state `prefix` as one shared-prefix group (dapo.core.packing)."""
     rows = [action_row(tokenizer, prefix, a, eos) for a, eos in zip(actions, append_eos, strict=True)]
     return group_rows([ids for ids, _ in rows], [start for _, start in rows])
 

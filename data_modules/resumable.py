@@ -8,7 +8,7 @@ after Lightning has set the sampler's epoch, so a resumed epoch follows that epo
 checkpoint written after an epoch's last batch resumes into the next epoch (Lightning counts that epoch done and
 sets the next one, which then starts from its first batch).
 Worker seeds come from the loader's own generator, so loading data never draws from the global RNG that dropout
-uses (which the modules checkpoint: `dapo.rng`).
+uses (which the modules checkpoint: `dapo.training.rng`).
 """
 
 from __future__ import annotations

@@ -17,11 +17,11 @@ import lightning as L
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
-from dapo.errors import check_model_folder
-from dapo.packing import packed_length
-from dapo.padding import pad_id_of
+from dapo.core.errors import check_model_folder
+from dapo.core.packing import packed_length
+from dapo.core.padding import pad_id_of
+from dapo.core.steps import DEFAULT_DELIMITER
 from dapo.records import read_records
-from dapo.steps import DEFAULT_DELIMITER
 
 from .collate import collate_actor, collate_critic
 from .featurize import actor_items, critic_items

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dapo.steps import join_steps, split_steps
+from dapo.core.steps import join_steps, split_steps
 from dapo.tasks import ArithTask
 
 

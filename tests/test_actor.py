@@ -12,12 +12,12 @@ from builders import candidate_state_rows
 from lightning.pytorch.callbacks import ModelCheckpoint
 from transformers import AutoModelForCausalLM
 
-from dapo.actor import RATIO_STATS, ActorModule, log_ratio_stats
-from dapo.advantages import AdvantageConfig, run_advantages
+from dapo.core.losses import dapo_loss
 from dapo.data_modules import StepDataModule
-from dapo.export import export_checkpoint
-from dapo.losses import dapo_loss
+from dapo.pipeline.export import export_checkpoint
 from dapo.records import Provenance, write_records
+from dapo.stages.candidate_advantages import AdvantageConfig, run_advantages
+from dapo.training.actor import RATIO_STATS, ActorModule, log_ratio_stats
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_unpacked_fallback_gives_the_same_log_probs(actions, tiny_model_dir, tmp
         torch.testing.assert_close(
             actor.action_logprobs(batch, packed=False), actor.action_logprobs(batch), atol=1e-5, rtol=0
         )
-    monkeypatch.setattr("dapo.actor.check_packing", lambda *args: False)  # an architecture without 4D masks
+    monkeypatch.setattr("dapo.training.actor.check_packing", lambda *args: False)  # an architecture without 4D masks
     _trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(actor, datamodule=data)
     assert actor.packed is False
 

@@ -13,16 +13,16 @@ from builders import candidate_state_rows
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from dapo.adapters import LoraSettings, check_trainable_setup
-from dapo.advantages import AdvantageConfig, run_advantages
 from dapo.cli import cli_main
-from dapo.export import load_module
-from dapo.generation import HFGenerator
+from dapo.generation.hf_generator import HFGenerator
+from dapo.generation.protocol import SamplingParams
 from dapo.models import build_tiny_model
+from dapo.models.adapters import LoraSettings, check_trainable_setup
 from dapo.models.value import ValueModel
+from dapo.pipeline.export import load_module
 from dapo.records import Provenance, read_records, write_records
-from dapo.sampling import SamplingParams
-from dapo.sft import supervised_finetune
+from dapo.stages.candidate_advantages import AdvantageConfig, run_advantages
+from dapo.training.sft import supervised_finetune
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CRITIC = ["fit", "--config", str(CONFIGS / "critic.yaml"), "--config", str(CONFIGS / "debug.yaml")]

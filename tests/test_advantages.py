@@ -7,11 +7,11 @@ import torch
 from builders import candidate_state_rows
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from dapo.advantages import AdvantageConfig, Candidate, candidates, run_advantages, select_actions
+from dapo.core.steps import join_steps
 from dapo.models.value import StepScorer
 from dapo.records import Provenance, read_records, write_records
-from dapo.stage_b import advantages_status, ensure_actions
-from dapo.steps import join_steps
+from dapo.stages.candidate_advantages import AdvantageConfig, Candidate, candidates, run_advantages, select_actions
+from dapo.stages.stage_b import advantages_status, ensure_actions
 
 
 def test_candidates_are_first_steps_and_single_steps_are_terminal():

@@ -4,7 +4,7 @@ import pytest
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
-from dapo.alignment import last_token_indices, token_span, tokenize_trajectory
+from dapo.core.alignment import last_token_indices, token_span, tokenize_trajectory
 
 
 @pytest.fixture

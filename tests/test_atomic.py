@@ -348,7 +348,7 @@ def test_a_kill_leaves_the_old_or_the_new_artifact(kind: str, child: Child, tmp_
 _KILLED_BETWEEN_RENAMES = """
 import os, signal, sys
 from pathlib import Path
-from dapo import records
+from dapo.records import atomic
 
 rename = os.replace
 
@@ -357,9 +357,9 @@ def rename_then_die(src, dst):
     if ".old-" in Path(dst).name:  # the old folder has just been moved aside; the new one is not in yet
         os.kill(os.getpid(), signal.SIGKILL)
 
-records._exchange = lambda a, b: False  # a filesystem without RENAME_EXCHANGE
+atomic._exchange = lambda a, b: False  # a filesystem without RENAME_EXCHANGE
 os.replace = rename_then_die
-records.replace_dir(Path(sys.argv[1]), Path(sys.argv[2]))
+atomic.replace_dir(Path(sys.argv[1]), Path(sys.argv[2]))
 """
 
 
@@ -378,7 +378,7 @@ def test_a_kill_between_the_fallbacks_two_renames_is_repaired_by_the_next_read(t
 
 def test_replace_dir_swaps_in_one_step(tmp_path: Path) -> None:
     """With renameat2 (this machine), no rename ever leaves the path empty: os.replace is not called at all."""
-    from dapo import records
+    from dapo.records import atomic
 
     old, new = tmp_path / "out", tmp_path / ".out.tmp-1"
     for folder, version in ((old, "A"), (new, "B")):
@@ -388,7 +388,7 @@ def test_replace_dir_swaps_in_one_step(tmp_path: Path) -> None:
     real = os.replace
     os.replace = lambda *args: calls.append(args) or real(*args)  # type: ignore[assignment]
     try:
-        records.replace_dir(new, old)
+        atomic.replace_dir(new, old)
     finally:
         os.replace = real
     assert calls == [] and (old / "version").read_text() == "B" and sorted(tmp_path.iterdir()) == [old]
@@ -398,8 +398,8 @@ def test_replace_dir_swaps_in_one_step(tmp_path: Path) -> None:
 
 
 def test_an_evaluation_result_is_replaced_whole_or_not_at_all(tmp_path: Path) -> None:
-    from dapo.benchmark import _write_outputs
-    from dapo.evaluation import EvalResult
+    from dapo.pipeline.evaluate import _write_outputs
+    from dapo.stages.evaluation import EvalResult
 
     out = tmp_path / "eval"
     result = EvalResult("arith", "test", [[1.0]], 0.5, ["p0"], [["4"]], ["2 + 2 ="])
@@ -413,7 +413,7 @@ def test_an_evaluation_result_is_replaced_whole_or_not_at_all(tmp_path: Path) ->
 
 
 def test_the_demos_fallback_baseline_is_a_whole_copy_of_the_start_policy(tmp_path: Path, monkeypatch) -> None:
-    from dapo import demo
+    from dapo.pipeline import demo
 
     policy, out = tmp_path / "policy", tmp_path / "baseline"
     policy.mkdir()

@@ -16,11 +16,11 @@ from builders import candidate_state_rows, reference_action_rows, reference_stat
 from datasets import Dataset
 from transformers import AutoTokenizer
 
-from dapo.advantages import AdvantageConfig, run_advantages
+from dapo.core.padding import pad_id_of
 from dapo.data_modules import StepDataModule
-from dapo.padding import pad_id_of
 from dapo.records import SCHEMAS, Provenance, RecordError, read_records, write_records
-from dapo.rollout import RolloutConfig, load_problems
+from dapo.stages.candidate_advantages import AdvantageConfig, run_advantages
+from dapo.stages.mc_rollouts import RolloutConfig, load_problems
 from dapo.tasks import ArithTask
 
 
@@ -225,7 +225,7 @@ def test_a_config_naming_a_missing_file_says_which(tmp_path, tiny_model_dir):
     assert missing.returncode != 0 and "no/such.yaml" in missing.stderr
     config = tmp_path / "critic.yaml"
     config.write_text(
-        "model:\n  class_path: dapo.critic.CriticModule\n  init_args:\n"
+        "model:\n  class_path: dapo.training.critic.CriticModule\n  init_args:\n"
         f"    model_path: {tiny_model_dir}\n"
         "data:\n  mode: critic\n  train_path: runs/none/states\ntrainer:\n  accelerator: cpu\n  logger: false\n"
     )

@@ -8,11 +8,11 @@ import pytest
 from builders import candidate_state_rows
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from dapo.baseline import actor_train_tokens, correct_solutions, rejection_finetune
-from dapo.packing import group_rows
+from dapo.core.packing import group_rows
+from dapo.core.steps import join_steps
+from dapo.pipeline.baseline import actor_train_tokens, correct_solutions, rejection_finetune
 from dapo.records import Provenance, write_records
-from dapo.sft import sft_rows
-from dapo.steps import join_steps
+from dapo.training.sft import sft_rows
 
 
 def _stage_a(tmp_path, arith, n=3):

@@ -14,17 +14,18 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoTokenizer
 
-from dapo.actor import ActorModule
-from dapo.advantages import AdvantageConfig, run_advantages
 from dapo.callbacks import BenchmarkEval
 from dapo.callbacks.benchmark_eval import _gather
 from dapo.cli import cli_main
+from dapo.core.distributed import interleave
+from dapo.core.stats import pass_at_k
 from dapo.data_modules import StepDataModule
-from dapo.distributed import interleave
-from dapo.evaluation import EvalResult, evaluate_examples, pass_at_k
+from dapo.generation.protocol import SamplingParams
 from dapo.records import Provenance, write_records
-from dapo.sampling import SamplingParams
+from dapo.stages.candidate_advantages import AdvantageConfig, run_advantages
+from dapo.stages.evaluation import EvalResult, evaluate_examples
 from dapo.tasks import ArithTask, task_named
+from dapo.training.actor import ActorModule
 
 
 def test_pass_at_k_by_hand():

@@ -74,4 +74,4 @@ def test_a_missing_model_folder_is_one_line_naming_it_and_its_maker(tmp_path, ar
 def test_a_module_is_found_by_its_short_name_for_help(tmp_path):
     done = dapo(["fit", "--model.help", "CriticModule"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "--model.model_path" in done.stdout and "dapo.critic.CriticModule" in done.stdout
+    assert "--model.model_path" in done.stdout and "dapo.training.critic.CriticModule" in done.stdout

@@ -9,12 +9,12 @@ import pytest
 import torch
 from builders import reference_state_rows
 
-from dapo.critic import CriticModule
+from dapo.core.losses import value_loss
 from dapo.data_modules import StepDataModule
-from dapo.export import export_checkpoint
-from dapo.losses import value_loss
 from dapo.models.value import StepScorer, ValueModel
+from dapo.pipeline.export import export_checkpoint
 from dapo.records import Provenance, write_records
+from dapo.training.critic import CriticModule
 
 
 def test_value_loss_by_hand():

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dapo.losses import dapo_loss, gather_logprobs, mean_per_state, sum_per_action
+from dapo.core.losses import dapo_loss, gather_logprobs, mean_per_state, sum_per_action
 
 
 def test_gather_logprobs_and_sum_per_action_by_hand():

@@ -9,13 +9,13 @@ import lightning as L
 import pytest
 import torch
 
-from dapo.advantages import AdvantageConfig, run_advantages
 from dapo.callbacks import StageA
-from dapo.critic import CriticModule
 from dapo.data_modules import StepDataModule
 from dapo.records import read_records
-from dapo.rollout import RolloutConfig
-from dapo.stage_a import ensure_states
+from dapo.stages.candidate_advantages import AdvantageConfig, run_advantages
+from dapo.stages.mc_rollouts import RolloutConfig
+from dapo.stages.stage_a import ensure_states
+from dapo.training.critic import CriticModule
 
 pytestmark = pytest.mark.slow
 

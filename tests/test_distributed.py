@@ -21,11 +21,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from dapo.core.losses import dapo_loss, gather_at, value_loss
 from dapo.data_modules import StepDataModule
-from dapo.losses import dapo_loss, gather_at, value_loss
+from dapo.models.outputs import policy_logprobs
 from dapo.models.value import ValueModel
 from dapo.records import read_records
-from dapo.scoring import policy_logprobs
 
 pytestmark = pytest.mark.slow
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from dapo.evaluation import evaluate_policy, paired_difference_ci95, wilson_ci95
-from dapo.generation import HFGenerator
-from dapo.sampling import SamplingParams
+from dapo.core.stats import paired_difference_ci95, wilson_ci95
+from dapo.generation.hf_generator import HFGenerator
+from dapo.generation.protocol import SamplingParams
+from dapo.stages.evaluation import evaluate_policy
 
 
 class AnswersEveryOther:

@@ -14,11 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from dapo.generation import FirstStepStopping, HFGenerator, count_new_tokens, cut_to_first_step
+from dapo.core.padding import left_pad
+from dapo.core.steps import first_step, split_steps, state_text
+from dapo.generation.hf_generator import FirstStepStopping, HFGenerator, count_new_tokens, cut_to_first_step
+from dapo.generation.protocol import SamplingParams
 from dapo.models import build_tiny_model
-from dapo.padding import left_pad
-from dapo.sampling import SamplingParams
-from dapo.steps import first_step, split_steps, state_text
 
 TRAIN_STEPS = 60
 

@@ -14,9 +14,9 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from dapo import gguf
 from dapo.cli import cli_main
-from dapo.gguf import import_gguf, load_gguf, smollm2_gguf
+from dapo.pipeline import import_gguf as gguf
+from dapo.pipeline.import_gguf import import_gguf, load_gguf, smollm2_gguf
 from dapo.records import read_provenance, read_records
 from dapo.tasks import GSMSymbolicTask, write_problems
 

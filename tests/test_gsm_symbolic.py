@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from dapo.core.steps import join_steps, split_steps
 from dapo.records import read_provenance, read_records
-from dapo.steps import join_steps, split_steps
 from dapo.tasks import TASKS, GSMSymbolicTask, Task, task_named, write_problems
 from dapo.tasks.gsm8k import INSTRUCTION
 

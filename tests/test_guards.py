@@ -9,10 +9,10 @@ import torch
 from builders import reference_state_rows
 
 from dapo.callbacks import NonFiniteGuard
-from dapo.critic import CriticModule
 from dapo.data_modules import StepDataModule
-from dapo.guards import NonFiniteError, batch_where, check_policy, nonfinite_grads
 from dapo.records import Provenance, write_records
+from dapo.training.critic import CriticModule
+from dapo.training.guards import NonFiniteError, batch_where, check_policy, nonfinite_grads
 
 BAD_BATCH = 2
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from dapo.generation import longest_first
-from dapo.kv_cache import ReservedLayer, reserved_cache
+from dapo.generation.hf_generator import longest_first
+from dapo.generation.kv_cache import ReservedLayer, reserved_cache
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from dapo import ActorModule, CriticModule
-from dapo.export import export_checkpoint
 from dapo.models.value import ValueModel
+from dapo.pipeline.export import export_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints_v0_1"
 

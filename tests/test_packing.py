@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-from dapo.losses import gather_logprobs, sum_per_action
-from dapo.packing import (
+from dapo.core.losses import gather_logprobs, sum_per_action
+from dapo.core.packing import (
     TokenGroup,
     group_rows,
     model_inputs,

@@ -6,8 +6,8 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dapo.cli import cli_main
-from dapo.plan import Assumptions, measure_means, model_shape, plan
-from dapo.plan_math import Device, ModelShape, StageCost, Workload, stage_costs
+from dapo.pipeline.plan import Assumptions, measure_means, model_shape, plan
+from dapo.pipeline.plan_costs import Device, ModelShape, StageCost, Workload, stage_costs
 
 SMALL = Workload(problems=1, n_samples=2, n_keep=1, n_rollouts=2, steps=2, tokens_per_step=3, prompt_tokens=4)
 NO_ATTENTION = ModelShape(params=10, layers=0, hidden=0)

@@ -17,7 +17,7 @@ import yaml
 from builders import reference_state_rows
 from killers import KILL_AT_PROBLEM, KILL_AT_STEP
 
-from dapo.iterate import deep_merge
+from dapo.pipeline.configs import deep_merge
 from dapo.records import Provenance, write_records
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def critic_config(root: Path, model: str, states: Path) -> Path:
     config = {
         "seed_everything": 0,
         "model": {
-            "class_path": "dapo.critic.CriticModule",
+            "class_path": "dapo.training.critic.CriticModule",
             "init_args": {
                 "model_path": model,
                 "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 3e-3}},

@@ -19,8 +19,8 @@ import torch.multiprocessing as mp
 from transformers import AutoModelForCausalLM
 
 from dapo.callbacks.benchmark_eval import BenchmarkEval, _gather
-from dapo.distributed import lockstep_share
-from dapo.parallel import shard_blocks
+from dapo.core.distributed import lockstep_share
+from dapo.models.parallel import shard_blocks
 from dapo.tasks import ArithTask
 
 DEADLINE_SECONDS = 120

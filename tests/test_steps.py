@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dapo.steps import join_steps, split_steps, state_text
+from dapo.core.steps import join_steps, split_steps, state_text
 
 
 @pytest.mark.parametrize(

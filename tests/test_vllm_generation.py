@@ -20,12 +20,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dapo.generation import HFGenerator, cut_to_first_step
+from dapo.core.steps import split_steps, state_text
+from dapo.generation.hf_generator import HFGenerator, cut_to_first_step
+from dapo.generation.protocol import SamplingParams
+from dapo.generation.vllm_generator import VLLMGenerator, must_continue, request_seed, vllm_sampling_kwargs
 from dapo.models import build_tiny_model
-from dapo.sampling import SamplingParams
-from dapo.sft import supervised_finetune
-from dapo.steps import split_steps, state_text
-from dapo.vllm_generation import VLLMGenerator, must_continue, request_seed, vllm_sampling_kwargs
+from dapo.training.sft import supervised_finetune
 
 EOS = "<eos>"
 SCRIPT = {
@@ -200,8 +200,8 @@ def test_must_continue(text, stop_reason, generated, expected):
 
 def test_module_imports_without_vllm_and_construction_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now fails whether or not vLLM is installed
-    monkeypatch.delitem(sys.modules, "dapo.vllm_generation")
-    module = importlib.import_module("dapo.vllm_generation")
+    monkeypatch.delitem(sys.modules, "dapo.generation.vllm_generator")
+    module = importlib.import_module("dapo.generation.vllm_generator")
     with pytest.raises(ImportError, match=re.escape('pip install "dapo[vllm]"')):
         module.VLLMGenerator("some/model")
     with pytest.raises(ImportError, match="CUDA"):

@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from dapo.alignment import tokenize_trajectory
-from dapo.padding import pad_right, right_mask
+from dapo.core.alignment import tokenize_trajectory
+from dapo.core.padding import pad_right, right_mask
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -56,7 +56,7 @@ class ValueModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """input_ids (b, s) -> value logits (b, s); attention_mask (b, s) or a 4D packing mask (dapo.packing)."""
+        """input_ids (b, s) -> value logits (b, s); attention_mask (b, s) or a 4D packing mask (dapo.core.packing)."""
         hidden = self.backbone(  # use_cache=False: a KV cache would only cost time and memory here
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state  # (b, s, h)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from dapo.records import Provenance, write_records
+
 Example = dict[str, Any]
 
 
@@ -90,8 +92,6 @@ def write_problems(
 ) -> Path:
     """Write the first `limit` examples of `split` as a `problems` dataset (atomically, with provenance); with a
     `tokenizer`, prompts are its chat template rendering (see `problem_rows`), and the provenance says so."""
-    from dapo.records import Provenance, write_records
-
     rows = problem_rows(task, list(task.load(split))[:limit], tokenizer)
     config = {"task": task.name, "split": split, "limit": limit, "chat_template": tokenizer is not None}
     config["chat_template_from"] = None if tokenizer is None else str(tokenizer.name_or_path)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from dapo.errors import require
+from dapo.core.errors import require
 from dapo.tasks.base import Example
 from dapo.tasks.gsm8k import number_score, question_messages, question_prompt
 
