@@ -413,19 +413,19 @@ def test_an_evaluation_result_is_replaced_whole_or_not_at_all(tmp_path: Path) ->
 
 
 def test_the_demos_fallback_baseline_is_a_whole_copy_of_the_start_policy(tmp_path: Path, monkeypatch) -> None:
-    from dapo.pipeline import demo
+    from dapo.pipeline import demo_grid
 
     policy, out = tmp_path / "policy", tmp_path / "baseline"
     policy.mkdir()
     (policy / "config.json").write_text("{}")
     (out / "hf").mkdir(parents=True)
     (out / "hf" / "model.safetensors").write_bytes(b"half a model, from a killed run")
-    monkeypatch.setattr(demo, "_actor_tokens", lambda plan, round_dir: 7)
-    monkeypatch.setattr(demo, "correct_solutions", lambda stage_a_dir: [])  # nothing to imitate: copy the policy
-    demo.train_baseline(demo.Baseline(), [tmp_path / "iter-01"], {}, policy, out, seed=0)
+    monkeypatch.setattr(demo_grid, "correct_solutions", lambda stage_a_dir: [])  # nothing to imitate: copy the policy
+    round_ = demo_grid.Round(tmp_path / "iter-01", policy, {})
+    demo_grid._fit_rft(round_, 1e-4, 7, out, demo_grid.TuningGrid(), seed=0)
     assert sorted(p.name for p in (out / "hf").iterdir()) == ["config.json"]  # replaced, not merged into
-    assert json.loads((out / "summary.json").read_text())["actor_tokens"] == 7
-    assert sorted(p.name for p in out.iterdir()) == ["hf", "summary.json"]
+    assert json.loads((out / "tokens.json").read_text())["tokens"] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["hf", "tokens.json"]
 
 
 def test_a_tiny_model_folder_gets_the_usual_permissions(tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ SHORT = {
     "task": {"n_steps": 1, "ops": "+-", "train_size": 100, "test_size": 8},
     "start": {"hidden_size": 64, "num_layers": 2, "sft_steps": SFT_STEPS, "batch_size": 32},
     "evaluation": {"limit": 8, "max_new_tokens": 16},
+    "grid": {"lrs": [1e-4], "epochs": [1, 2], "validation": 16},
 }
+METHODS = ("dapo", "response", "rft")
 
 
 def _scalars(run_dir: Path) -> dict[str, list[float]]:
@@ -50,47 +52,58 @@ def test_shortened_demo_end_to_end(tmp_path, monkeypatch, capsys):
         "iterate/iter-01/critic/hf/value_head.safetensors",
         "iterate/iter-01/stage_b/summary.json",
         "iterate/iter-01/actor/hf/model.safetensors",
-        "baseline/hf/model.safetensors",
-        "baseline/summary.json",
+        "grid/response/actions/provenance.json",
+        "grid/validation.json",
         "timings.json",
     ):
         assert (out / artifact).is_file(), artifact
 
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == "arith" and report["test_problems"] == 8 and report["seed"] == 1
-    for name in ("start", "baseline", "dapo"):
+    grid = report["grid"]
+    for name in ("start", *METHODS):
         _check_policy_entry(report[name])
-    assert report["dapo"]["iterations"] == 1 and report["dapo"]["rounds"] == [report["dapo"]["accuracy"]]
+    for method in METHODS:  # every point trained and scored on validation; the best one is the method's policy
+        scores = grid["scores"][method]
+        assert list(scores) == ["lr0.0001-ep1", "lr0.0001-ep2"] and all(0.0 <= s <= 1.0 for s in scores.values())
+        chosen = report[method]["chosen"]
+        assert scores[chosen] == max(scores.values()) and report[method]["validation"] == scores[chosen]
+        assert Path(report[method]["path"]) == out / "grid" / method / chosen / "hf"
     for key, (before, after) in {
         "dapo_minus_start": ("start", "dapo"),
-        "baseline_minus_start": ("start", "baseline"),
-        "dapo_minus_baseline": ("baseline", "dapo"),
+        "response_minus_start": ("start", "response"),
+        "rft_minus_start": ("start", "rft"),
+        "dapo_minus_response": ("response", "dapo"),
+        "dapo_minus_rft": ("rft", "dapo"),
     }.items():
         diff = report[key]["difference"]
         assert diff == pytest.approx(report[after]["accuracy"] - report[before]["accuracy"])
         assert report[key]["ci95"][0] <= diff <= report[key]["ci95"][1]
-    baseline = report["baseline"]
-    assert baseline["actor_tokens"] > 0 and baseline["solutions"] > 0, "the tiny policy sampled no correct solution"
-    assert baseline["steps"] >= 1 and baseline["tokens"] >= baseline["actor_tokens"]
-    stages = ["start_policy", "stage_a", "critic", "stage_b", "actor", "baseline", "evaluation"]
+    for method in ("response", "rft"):  # the baselines train for the DAPO actor's tokens (whole steps, so about)
+        tokens = [json.loads((out / "grid" / method / p / "tokens.json").read_text())["tokens"] for p in scores]
+        assert tokens[0] >= 0.5 * grid["dapo_epoch_tokens"] and tokens[1] > tokens[0], (method, tokens)
+    stages = ["start_policy", "stage_a", "critic", "stage_b", "actor", "grid_dapo", "grid_response", "grid_rft"]
+    stages.append("evaluation")
     assert list(report["stages"]) == stages and all(s >= 0 for s in report["stages"].values())
     assert report["seconds"] == pytest.approx(sum(report["stages"].values()))
 
     printed = capsys.readouterr().out
-    for line in ("start policy", "RFT baseline", "DAPO (1 round)", "DAPO - start", "total"):
+    for line in ("start policy", "RFT baseline", "response-level baseline", "DAPO (step-level)", "DAPO - RFT", "total"):
         assert line in printed, line
 
     start_logs = _scalars(out / "tb" / "start_policy")
     assert len(start_logs["sft/loss"]) == SFT_STEPS and start_logs["eval/accuracy"] == [report["start"]["accuracy"]]
     assert _scalars(out / "tb" / "dapo")["eval/accuracy"] == [pytest.approx(report["dapo"]["accuracy"])]
-    assert "sft/loss" in _scalars(out / "tb" / "baseline")
+    assert len(_scalars(out / "tb" / "rft")["grid/validation_accuracy"]) == 2
+    assert "sft/loss" in _scalars(out / "grid" / "rft" / "lr0.0001-ep1" / "tb")
     assert "val/outcome_ece" in _scalars(next((round_dir / "critic" / "tb").glob("version_*")))
     assert "train/sign_agreement" in _scalars(next((round_dir / "actor" / "tb").glob("version_*")))
 
     # a rerun trains nothing again: same weights on disk, same recorded stage times, same accuracies
     weights = [
         out / "policy/model.safetensors",
-        out / "baseline/hf/model.safetensors",
+        out / "grid/rft/lr0.0001-ep2/hf/model.safetensors",
+        out / "grid/response/lr0.0001-ep1/hf/model.safetensors",
         round_dir / "actor/hf/model.safetensors",
     ]
     mtimes = [p.stat().st_mtime_ns for p in weights]
@@ -98,9 +111,7 @@ def test_shortened_demo_end_to_end(tmp_path, monkeypatch, capsys):
     assert [p.stat().st_mtime_ns for p in weights] == mtimes
     again = json.loads((out / "report.json").read_text())
     assert {k: again["stages"][k] for k in stages[:-1]} == {k: report["stages"][k] for k in stages[:-1]}
-    assert [again[k]["accuracy"] for k in ("start", "baseline", "dapo")] == [
-        report[k]["accuracy"] for k in ("start", "baseline", "dapo")
-    ]
+    assert [again[k]["accuracy"] for k in ("start", *METHODS)] == [report[k]["accuracy"] for k in ("start", *METHODS)]
     # resuming with other settings would silently reuse the old start policy and baseline: refused
     with pytest.raises(ValueError, match="seed differ"):
         cli_main([*args[:6], "2", *args[7:]])

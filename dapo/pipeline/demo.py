@@ -4,11 +4,16 @@ On the bundled `arith` task, with nothing downloaded:
   1. start policy: a tiny Llama fine-tuned on worked solutions that forget carries and borrows most of the time
      (`slip_carries`), so it solves the problems without carries and fails the others at an identifiable step;
   2. DAPO: `dapo iterate` with configs/demo/iterate.yaml (Stage A, critic, advantages, actor per round);
-  3. baseline: rejection-sampling fine-tuning on round 1's correct samples for the tokens the actor trained on;
-  4. evaluation: every policy on the held-out test problems, greedy, with 95% intervals and paired differences.
+  3. baselines on the same Stage A samples, outcome only: the same actor and loss on response-level advantages
+     (A = r - mean r over the problem's samples), and rejection-sampling fine-tuning (RFT) on the correct samples;
+  4. tuning: every method (DAPO and both baselines) trained at each point of the same (lr, epochs) grid for the
+     same tokens, its point chosen on validation problems carved from the train split (`dapo.pipeline.demo_grid`);
+  5. evaluation: the chosen policies on the held-out test problems, greedy, with 95% intervals and paired
+     differences.
 
-Everything lands in `out`: policy/, iterate/ (every round's artifacts and TensorBoard logs), baseline/, tb/ (the
-fine-tuning loss curves and the accuracies), timings.json and report.json. A rerun skips finished stages.
+Everything lands in `out`: policy/, iterate/ (round 1's artifacts and TensorBoard logs), grid/ (every grid point's
+policy, and validation.json), tb/ (the fine-tuning loss curves and the accuracies), timings.json and report.json.
+A rerun skips finished stages.
 
     dapo demo --out runs/demo            (or: make demo)
     tensorboard --logdir runs/demo
@@ -30,13 +35,12 @@ from typing import Any
 from torch.utils.tensorboard import SummaryWriter
 
 from dapo.core.stats import paired_difference_ci95
-from dapo.data_modules import StepDataModule
 from dapo.generation.hf_generator import HFGenerator
-from dapo.pipeline.baseline import actor_train_tokens, correct_solutions, rejection_finetune
 from dapo.pipeline.configs import fit_overlay, load_config
-from dapo.pipeline.iterate import actor_fit, iterate
+from dapo.pipeline.demo_grid import METHODS, Round, TuningGrid, chosen_policy, tune
+from dapo.pipeline.iterate import iterate
 from dapo.pipeline.tiny_model import tiny_model_for_task
-from dapo.records import staged_dir, write_json
+from dapo.records import write_json
 from dapo.stages.evaluation import EvalResult, evaluate_policy
 from dapo.tasks.arith import ArithTask, slip_carries
 from dapo.training.sft import supervised_finetune
@@ -72,14 +76,6 @@ class Evaluation:
 
 
 @dataclass
-class Baseline:
-    """Rejection-sampling fine-tuning on Stage A's correct samples, for the tokens the DAPO actor trained on."""
-
-    lr: float = 3e-4
-    batch_size: int = 32
-
-
-@dataclass
 class DemoStages:
     """Seconds per stage, kept in `out/timings.json` so a resumed run still reports what each stage took."""
 
@@ -106,7 +102,7 @@ def demo(
     iterate_config: str = "configs/demo/iterate.yaml",
     fit_overlays: list[str] | None = None,
     evaluation: Evaluation | None = None,
-    baseline: Baseline | None = None,
+    grid: TuningGrid | None = None,
 ) -> dict[str, Any]:
     """Run the embedded demo: start policy, DAPO, RFT baseline, evaluation; print a table, write report.json.
 
@@ -119,30 +115,30 @@ def demo(
         fit_overlays: fit-config overlays (e.g. configs/debug.yaml): their trainer, data, stage_a and advantages
             sections are merged into both fits of every round.
         evaluation: held-out evaluation settings.
-        baseline: RFT baseline settings.
+        grid: the (lr, epochs) grid every method is tuned over, and the validation problems that choose.
     """
     began = time.perf_counter()
     task, start = task or ArithTask(), start or StartPolicy()
-    evaluation, baseline = evaluation or Evaluation(), baseline or Baseline()
+    evaluation, grid = evaluation or Evaluation(), grid or TuningGrid()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = _iterate_plan(iterate_config, fit_overlays or [], seed)  # first: a bad path fails before any training
-    _check_settings(out_dir, {"seed": seed, "task": asdict(task), "start": asdict(start), "baseline": asdict(baseline)})
+    _check_settings(out_dir, {"seed": seed, "task": asdict(task), "start": asdict(start), "grid": asdict(grid)})
     stages = DemoStages.load(out_dir / "timings.json")
     policy = out_dir / "policy"
     if not policy.exists():
         with stages.timed("start_policy"):
             train_start_policy(task, start, policy, seed, out_dir / "tb" / "start_policy")
     iterate(policy_path=str(policy), out_dir=str(out_dir / "iterate"), **plan)
-    rounds = [out_dir / "iterate" / f"iter-{i:02d}" for i in range(1, plan["iterations"] + 1)]  # set by _iterate_plan
-    baseline_dir = out_dir / "baseline"
-    if not (baseline_dir / "summary.json").exists():
-        with stages.timed("baseline"):
-            train_baseline(baseline, rounds, plan, policy, baseline_dir, seed)
+    round_1 = out_dir / "iterate" / "iter-01"
+    grid_dir = out_dir / "grid"
+    tuning = tune(
+        Round(round_1, policy, _actor_base(plan)), grid, task, grid_dir, seed, _stage_a_problems(plan), stages.timed
+    )
     with stages.timed("evaluation"):
-        paths = {"start": policy, "baseline": baseline_dir / "hf", **_round_actors(rounds)}
+        paths = {"start": policy, **{m: chosen_policy(grid_dir, m, tuning["chosen"][m]) for m in METHODS}}
         results = {name: _evaluate(path, task, evaluation) for name, path in paths.items()}
-    report = build_report(task, seed, results, paths, rounds, baseline_dir, stages.seconds)
+    report = build_report(task, seed, results, paths, round_1, tuning, stages.seconds)
     report["wall_seconds"] = time.perf_counter() - began
     write_json(out_dir / "report.json", report)
     _log_accuracies(out_dir / "tb", report)
@@ -194,34 +190,6 @@ def train_start_policy(task: ArithTask, settings: StartPolicy, out: Path, seed: 
     return out
 
 
-def train_baseline(
-    settings: Baseline, rounds: list[Path], plan: dict[str, Any], policy: Path, out: Path, seed: int
-) -> None:
-    """RFT on round 1's correct samples, for as many tokens as the actors of all rounds trained on."""
-    budget = sum(_actor_tokens(plan, round_dir) for round_dir in rounds)
-    pairs = correct_solutions(rounds[0] / "stage_a")
-    if not pairs:  # nothing to imitate: the baseline is the start policy itself
-        log.warning("RFT baseline: Stage A sampled no correct solution; the baseline is the unchanged start policy")
-        with staged_dir(out / "hf") as tmp:  # a copy cut short must not pass for the baseline
-            shutil.copytree(policy, tmp)
-        write_json(
-            out / "summary.json", {"solutions": 0, "problems": 0, "steps": 0, "tokens": 0, "actor_tokens": budget}
-        )
-        return
-    with contextlib.closing(SummaryWriter(str(out.parent / "tb" / "baseline"))) as writer:
-        summary = rejection_finetune(
-            policy,
-            out / "hf",
-            pairs,
-            budget,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            seed=seed,
-            on_step=lambda step, loss: writer.add_scalar("sft/loss", loss, step),
-        )
-    write_json(out / "summary.json", {**summary.__dict__, "actor_tokens": budget})
-
-
 def _iterate_plan(iterate_config: str, fit_overlays: list[str], seed: int) -> dict[str, Any]:
     """`iterate` keyword arguments from its YAML config plus the fit overlays (policy_path and out_dir left out)."""
     for path in [iterate_config, *fit_overlays]:
@@ -231,23 +199,25 @@ def _iterate_plan(iterate_config: str, fit_overlays: list[str], seed: int) -> di
     config = load_config(iterate_config, [{key: o[key] for key in FIT_SECTIONS if key in o} for o in overlays])
     config.pop("policy_path", None)
     config.pop("out_dir", None)
-    return {"iterations": 2, **config, "seed": seed}  # 2: iterate's default
+    if config.get("iterations", 2) != 1:  # 2: iterate's default
+        raise ValueError(f"{iterate_config}: the demo tunes and compares one DAPO round; set iterations: 1")
+    return {**config, "seed": seed}
 
 
-def _actor_tokens(plan: dict[str, Any], round_dir: Path) -> int:
-    """Training tokens of a round's actor fit, from its config and its Stage B actions."""
+def _actor_base(plan: dict[str, Any]) -> dict[str, Any]:
+    """The actor fit config `iterate` ran (the actor config with the fit overlays merged in)."""
     sections = {key: plan.get(key) for key in FIT_SECTIONS}
-    base = load_config(plan.get("actor_config", "configs/actor.yaml"), [fit_overlay(**sections)])
-    policy = json.loads((round_dir / "iteration.json").read_text())["policy_path"]
-    config = actor_fit(base, round_dir, policy, critic="")  # the round's actor fit, as iterate ran it
-    module = StepDataModule(**{**config["data"], "mode": "actor", "tokenizer": policy})
-    return actor_train_tokens(module, int(config.get("trainer", {}).get("max_epochs") or 1))
+    return load_config(plan.get("actor_config", "configs/actor.yaml"), [fit_overlay(**sections)])
 
 
-def _round_actors(rounds: list[Path]) -> dict[str, Path]:
-    """The exported actor of every round, named "dapo" for the last and "dapo_round_N" for earlier ones."""
-    named = {f"dapo_round_{i}": r / "actor" / "hf" for i, r in enumerate(rounds[:-1], start=1)}
-    return {**named, "dapo": rounds[-1] / "actor" / "hf"}
+def _stage_a_problems(plan: dict[str, Any]) -> int:
+    """How many train problems Stage A uses (the first ones of the split): the critic config's rollout limit."""
+    sections = {key: plan.get(key) for key in FIT_SECTIONS}
+    critic = load_config(plan.get("critic_config", "configs/critic.yaml"), [fit_overlay(**sections)])
+    limit = critic.get("stage_a", {}).get("rollout", {}).get("limit")
+    if limit is None:
+        raise ValueError("the demo's critic config must set stage_a.rollout.limit (validation uses later problems)")
+    return int(limit)
 
 
 def _evaluate(path: Path, task: ArithTask, settings: Evaluation) -> EvalResult:
@@ -262,44 +232,53 @@ def _difference(before: EvalResult, after: EvalResult) -> dict[str, Any]:
     }
 
 
+METHOD_NAMES = {
+    "dapo": "DAPO, step-level advantages from the critic",
+    "response": "response-level advantages (A = r - mean r over the problem's samples), DAPO's loss and beta",
+    "rft": "rejection-sampling fine-tuning on Stage A's correct samples",
+}
+DIFFERENCES = {  # report key: (before, after)
+    "dapo_minus_start": ("start", "dapo"),
+    "response_minus_start": ("start", "response"),
+    "rft_minus_start": ("start", "rft"),
+    "dapo_minus_response": ("response", "dapo"),
+    "dapo_minus_rft": ("rft", "dapo"),
+}
+
+
 def build_report(
     task: ArithTask,
     seed: int,
     results: dict[str, EvalResult],
     paths: dict[str, Path],
-    rounds: list[Path],
-    baseline_dir: Path,
+    round_dir: Path,
+    tuning: dict[str, Any],
     stage_seconds: dict[str, float],
 ) -> dict[str, Any]:
-    """The demo's report.json: accuracies with 95% intervals, paired differences, what was trained, seconds."""
+    """The demo's report.json: accuracies with 95% intervals, paired differences, the tuning grid with every point's
+    validation accuracy and the chosen ones, training tokens, seconds per stage."""
 
     def policy(name: str, **extra: Any) -> dict[str, Any]:
         result = results[name]
         return {"path": str(paths[name]), "accuracy": result.accuracy, "ci95": list(result.ci95()), **extra}
 
-    seconds = {**_round_seconds(rounds), **stage_seconds}
-    order = ["start_policy", "stage_a", "critic", "stage_b", "actor", "baseline", "evaluation"]
+    def method(name: str) -> dict[str, Any]:
+        chosen = tuning["chosen"][name]
+        return policy(name, method=METHOD_NAMES[name], chosen=chosen, validation=tuning["scores"][name][chosen])
+
+    seconds = {**_round_seconds([round_dir]), **stage_seconds}
+    order = ["start_policy", "stage_a", "critic", "stage_b", "actor", *(f"grid_{m}" for m in METHODS), "evaluation"]
     seconds = {key: seconds[key] for key in order if key in seconds}
+    differences = {key: _difference(results[a], results[b]) for key, (a, b) in DIFFERENCES.items()}
     return {
         "task": task.name,
         "test_problems": results["start"].n,
         "decoding": "greedy",
         "seed": seed,
         "start": policy("start"),
-        "baseline": policy(
-            "baseline",
-            method="rejection-sampling fine-tuning on Stage A's correct samples",
-            **json.loads((baseline_dir / "summary.json").read_text()),
-        ),
-        "dapo": policy(
-            "dapo",
-            iterations=len(rounds),
-            rounds=[results[name].accuracy for name in results if name.startswith("dapo_round_")]
-            + [results["dapo"].accuracy],
-        ),
-        "dapo_minus_start": _difference(results["start"], results["dapo"]),
-        "baseline_minus_start": _difference(results["start"], results["baseline"]),
-        "dapo_minus_baseline": _difference(results["baseline"], results["dapo"]),
+        **{name: method(name) for name in METHODS},
+        **differences,
+        "grid": tuning,
         "stages": seconds,
         "seconds": sum(seconds.values()),
     }
@@ -320,13 +299,15 @@ def _round_seconds(rounds: list[Path]) -> dict[str, float]:
 
 
 def _log_accuracies(tb_dir: Path, report: dict[str, Any]) -> None:
-    """Held-out accuracy of each policy (a scalar per TensorBoard run) and the printed table as text."""
-    for name, key in (("start_policy", "start"), ("baseline", "baseline"), ("dapo", "dapo")):
-        with contextlib.closing(SummaryWriter(str(tb_dir / name))) as writer:
-            writer.add_scalar("eval/accuracy", report[key]["accuracy"], 0)
+    """Held-out accuracy of each policy (a scalar per TensorBoard run), the validation accuracy of every grid point
+    (one run per method, a scalar per point in grid order) and the printed table as text."""
+    for name in ("start", *METHODS):
+        run = "start_policy" if name == "start" else name  # the start policy's fine-tuning logs there too
+        with contextlib.closing(SummaryWriter(str(tb_dir / run))) as writer:
+            writer.add_scalar("eval/accuracy", report[name]["accuracy"], 0)
+            for i, accuracy in enumerate(report["grid"]["scores"].get(name, {}).values()):
+                writer.add_scalar("grid/validation_accuracy", accuracy, i)
             if name == "dapo":
-                for i, accuracy in enumerate(report["dapo"]["rounds"], start=1):
-                    writer.add_scalar("eval/accuracy_by_round", accuracy, i)
                 writer.add_text("demo/report", "```\n" + format_table(report) + "\n```", 0)
 
 
@@ -336,29 +317,27 @@ def _pct(x: float) -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     """The table printed at the end of the demo."""
-    n, rounds = report["test_problems"], report["dapo"]["iterations"]
-    rows = [
-        ("start policy", report["start"]),
-        ("RFT baseline", report["baseline"]),
-        (f"DAPO ({rounds} round{'s' if rounds > 1 else ''})", report["dapo"]),
-    ]
+    n = report["test_problems"]
+    rows = [("start policy", report["start"])] + [(TABLE_NAMES[m], report[m]) for m in METHODS]
     lines = [f"dapo demo: {report['task']}, {n} held-out problems, greedy decoding, seed {report['seed']}", ""]
-    lines.append(f"{'policy':<22}{'accuracy':>10}   95% interval")
+    lines.append(f"{'policy':<26}{'accuracy':>10}   95% interval     chosen on validation")
     for name, entry in rows:
         low, high = entry["ci95"]
-        lines.append(f"{name:<22}{_pct(entry['accuracy']):>10}   [{_pct(low)}, {_pct(high)}]")
+        chosen = f"{entry['chosen']} ({_pct(entry['validation'])})" if "chosen" in entry else ""
+        lines.append(f"{name:<26}{_pct(entry['accuracy']):>10}   [{_pct(low)}, {_pct(high)}]   {chosen}".rstrip())
     lines.append("")
-    lines.append(f"{'paired difference':<22}{'points':>10}   95% interval")
-    for name, key in (
-        ("DAPO - start", "dapo_minus_start"),
-        ("baseline - start", "baseline_minus_start"),
-        ("DAPO - baseline", "dapo_minus_baseline"),
-    ):
+    lines.append(f"{'paired difference':<26}{'points':>10}   95% interval")
+    for key, (before, after) in DIFFERENCES.items():
         diff, (low, high) = report[key]["difference"], report[key]["ci95"]
-        lines.append(f"{name:<22}{100 * diff:>+10.1f}   [{100 * low:+.1f}, {100 * high:+.1f}]")
+        name = f"{SHORT_NAMES[after]} - {SHORT_NAMES[before]}"
+        lines.append(f"{name:<26}{100 * diff:>+10.1f}   [{100 * low:+.1f}, {100 * high:+.1f}]")
     lines.append("")
-    lines.append(f"{'stage':<22}{'seconds':>10}")
+    lines.append(f"{'stage':<26}{'seconds':>10}")
     for stage, seconds in report["stages"].items():
-        lines.append(f"{stage:<22}{seconds:>10.1f}")
-    lines.append(f"{'total':<22}{report['seconds']:>10.1f}")
+        lines.append(f"{stage:<26}{seconds:>10.1f}")
+    lines.append(f"{'total':<26}{report['seconds']:>10.1f}")
     return "\n".join(lines)
+
+
+TABLE_NAMES = {"dapo": "DAPO (step-level)", "response": "response-level baseline", "rft": "RFT baseline"}
+SHORT_NAMES = {"start": "start", "dapo": "DAPO", "response": "response", "rft": "RFT"}

@@ -168,7 +168,12 @@ def _needs_critic(cand: Candidate, config: AdvantageConfig) -> bool:
 
 
 def _device(config: AdvantageConfig) -> torch.device:
-    return torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return scoring_device(config.device)
+
+
+def scoring_device(device: str | None) -> torch.device:
+    """`device`, or the first GPU if there is one, else CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _critic_values(states: Sequence[_State], config: AdvantageConfig) -> tuple[list[list[float]], int, int]:
@@ -204,10 +209,20 @@ def _critic_values(states: Sequence[_State], config: AdvantageConfig) -> tuple[l
 def _reference_logprobs(
     groups: Sequence[tuple[str, list[ScoredAction]]], config: AdvantageConfig
 ) -> tuple[list[list[float]], int]:
+    return reference_logprobs(groups, config.policy_path, config.load_in, _device(config), config.max_tokens)
+
+
+def reference_logprobs(
+    groups: Sequence[tuple[str, list[ScoredAction]]],
+    policy_path: str,
+    load_in: LoadIn | None,
+    device: torch.device,
+    max_tokens: int,
+) -> tuple[list[list[float]], int]:
     """log pi_ref(a | s) of every kept action, tokenized exactly as the actor's data module will, and the packed
     tokens they took."""
-    policy = frozen(AutoModelForCausalLM.from_pretrained, config.policy_path, config.load_in, _device(config))
-    tokenizer = AutoTokenizer.from_pretrained(config.policy_path)
+    policy = frozen(AutoModelForCausalLM.from_pretrained, policy_path, load_in, device)
+    tokenizer = AutoTokenizer.from_pretrained(policy_path)
     token_groups = [
         state_group(tokenizer, prefix, [a.candidate.action for a in acts], [a.candidate.is_terminal for a in acts])
         for prefix, acts in groups
@@ -218,7 +233,7 @@ def _reference_logprobs(
         token_groups,
         vocab_size=policy.config.vocab_size,
         pad_id=pad_id_of(tokenizer),
-        max_tokens=config.max_tokens,
+        max_tokens=max_tokens,
         desc="reference log-probs",
     )
     return logprobs, sum(packed_length(g) for g in token_groups)

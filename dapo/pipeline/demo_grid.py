@@ -1,0 +1,197 @@
+"""The demo's tuning budget, the same for every method: a small grid of (learning rate, epochs), each point trained
+on the same Stage A samples for the same training tokens, and the point chosen on validation problems carved from
+the training split (never the test split).
+
+Methods, all starting from the same start policy:
+- `dapo`: the actor on round 1's Stage B actions (step-level advantages from the critic);
+- `response`: the same actor, loss and beta on response-level actions (`dapo.stages.response_advantages`: whole
+  responses, A = r - mean r over the problem's samples; outcome only);
+- `rft`: rejection-sampling fine-tuning on every distinct correct sample (outcome only, no loss family).
+"epochs" E means E times the tokens of one epoch of the DAPO actor: every method trains for the same tokens at the
+same grid point. Every fit trains on all of its data (no share held out for a validation loss).
+
+Everything lands in `out/grid/METHOD/POINT/` (`hf/` the trained policy) and `out/grid/validation.json` (each
+point's validation accuracy); a rerun skips finished points.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+
+from dapo.data_modules import StepDataModule
+from dapo.generation.hf_generator import HFGenerator
+from dapo.generation.protocol import SamplingParams
+from dapo.pipeline.baseline import actor_train_tokens, correct_solutions, rejection_finetune
+from dapo.pipeline.configs import Config, deep_merge, place_outputs
+from dapo.pipeline.iterate import actor_fit, run_fit
+from dapo.records import staged_dir, write_json
+from dapo.stages.evaluation import EvalResult, evaluate_examples
+from dapo.stages.response_advantages import ResponseAdvantageConfig, run_response_advantages
+from dapo.tasks.arith import ArithTask
+
+METHODS = ("dapo", "response", "rft")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TuningGrid:
+    """The grid each method is tuned over, and the validation problems that choose its point."""
+
+    lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4])
+    epochs: list[int] = field(default_factory=lambda: [1, 3])
+    """Training tokens, in epochs of the DAPO actor's data."""
+    validation: int = 200
+    """The last `validation` problems of the task's train split (Stage A uses the first ones); greedy."""
+    rft_batch_size: int = 32
+    min_gap: float = 0.1
+    """The response-level baseline drops problems whose advantage gap is under this (as Stage B drops states)."""
+
+    def points(self) -> list[tuple[str, float, int]]:
+        return [(f"lr{lr:g}-ep{e}", lr, e) for lr in self.lrs for e in self.epochs]
+
+
+@dataclass
+class Round:
+    """What the grid trains from: round 1 of `dapo iterate` and the actor config it ran."""
+
+    dir: Path
+    policy: Path
+    actor_base: Config
+
+
+def validation_examples(task: ArithTask, count: int, stage_a_problems: int) -> list[dict[str, Any]]:
+    """The last `count` train problems, refused if they could overlap the first `stage_a_problems` Stage A used."""
+    train = list(task.load("train"))
+    if count + stage_a_problems > len(train):
+        raise ValueError(
+            f"validation needs {count} train problems after the {stage_a_problems} Stage A uses, but the task has "
+            f"{len(train)}; lower grid.validation or raise task.train_size"
+        )
+    return train[-count:]
+
+
+def tune(
+    round_: Round, grid: TuningGrid, task: ArithTask, out: Path, seed: int, stage_a_problems: int, timed: Any
+) -> dict[str, Any]:
+    """Train every method at every grid point, score each on validation, and pick each method's best point."""
+    examples = validation_examples(task, grid.validation, stage_a_problems)
+    record = out / "validation.json"
+    scores: dict[str, dict[str, float]] = json.loads(record.read_text()) if record.exists() else {}
+    epoch_tokens = _dapo_epoch_tokens(round_)
+    trainers = {
+        "dapo": lambda name, lr, e: _fit_dapo(round_, lr, e, out / "dapo" / name, seed),
+        "response": lambda name, lr, e: _fit_response(round_, lr, e * epoch_tokens, out / "response", name, grid, seed),
+        "rft": lambda name, lr, e: _fit_rft(round_, lr, e * epoch_tokens, out / "rft" / name, grid, seed),
+    }
+    for method in METHODS:
+        todo = [point for point in grid.points() if point[0] not in scores.setdefault(method, {})]
+        if not todo:  # finished earlier: keep the seconds it took then
+            continue
+        with timed(f"grid_{method}"):
+            for name, lr, e in todo:
+                scores[method][name] = _validate(trainers[method](name, lr, e), task, examples).accuracy
+                write_json(record, scores)
+    chosen = {method: max(scores[method], key=lambda name: scores[method][name]) for method in METHODS}
+    return {"scores": scores, "chosen": chosen, "dapo_epoch_tokens": epoch_tokens, "validation": grid.validation}
+
+
+def chosen_policy(out: Path, method: str, name: str) -> Path:
+    return out / method / name / "hf"
+
+
+def _validate(path: Path, task: ArithTask, examples: list[dict[str, Any]]) -> EvalResult:
+    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=64)
+    return evaluate_examples(HFGenerator.from_pretrained(str(path)), task, examples, params, split="validation")
+
+
+def _dapo_epoch_tokens(round_: Round) -> int:
+    """Tokens of one epoch of the DAPO actor: every state's prefix once plus its candidate actions, packed."""
+    config = _actor_config(round_, 1e-4, 1, round_.dir / "stage_b" / "actions")
+    return actor_train_tokens(_data(config, round_.policy), 1)
+
+
+def _actor_config(round_: Round, lr: float, max_epochs: int, actions: Path) -> Config:
+    """The round's actor fit with `lr` and `max_epochs`, training on `actions`, on all of them."""
+    config = actor_fit(round_.actor_base, round_.dir, str(round_.policy), str(round_.dir / "critic" / "hf"))
+    overrides = {
+        "model": {"init_args": {"optimizer": {"init_args": {"lr": lr}}}},
+        "data": {"train_path": str(actions), "val_fraction": 0.0},
+        "trainer": {"max_epochs": max_epochs, "limit_val_batches": 0},
+    }
+    return deep_merge(config, overrides)
+
+
+def _data(config: Config, policy: Path) -> StepDataModule:
+    return StepDataModule(**{**config["data"], "mode": "actor", "tokenizer": str(policy)})
+
+
+def _fit_dapo(round_: Round, lr: float, epochs: int, out: Path, seed: int) -> Path:
+    if _is_the_rounds_own_fit(round_, lr, epochs):  # `dapo iterate` trained this point already
+        return round_.dir / "actor" / "hf"
+    if not (out / "hf").exists():
+        config = _actor_config(round_, lr, epochs, round_.dir / "stage_b" / "actions")
+        run_fit(place_outputs(deep_merge(config, {"seed_everything": seed}), out), out / "hf")
+    return out / "hf"
+
+
+def _is_the_rounds_own_fit(round_: Round, lr: float, epochs: int) -> bool:
+    base = round_.actor_base
+    own_lr = base["model"]["init_args"]["optimizer"]["init_args"]["lr"]
+    own = (float(own_lr), int(base["trainer"]["max_epochs"]), float(base["data"].get("val_fraction", 0.0)))
+    return own == (lr, epochs, 0.0)
+
+
+def _fit_response(
+    round_: Round, lr: float, token_budget: int, root: Path, name: str, grid: TuningGrid, seed: int
+) -> Path:
+    """The actor on response-level actions for `token_budget` tokens: whole epochs, then the steps of the rest."""
+    out = root / name
+    if (out / "tokens.json").exists():  # written last: the point is finished
+        return out / "hf"
+    if not (root / "summary.json").exists():
+        settings = ResponseAdvantageConfig(str(round_.dir / "stage_a"), str(round_.policy), str(root), grid.min_gap)
+        run_response_advantages(settings)
+    config = _actor_config(round_, lr, 1, root / "actions")
+    config["advantages"] = {"critic_path": None}  # the actions are made above, not by Stage B
+    data = _data(config, round_.policy)
+    per_epoch, batches = actor_train_tokens(data, 1), len(data.train_dataloader())
+    steps = max(1, round(token_budget / per_epoch * batches))
+    config = deep_merge(config, {"trainer": {"max_epochs": math.ceil(steps / batches), "max_steps": steps}})
+    run_fit(place_outputs(deep_merge(config, {"seed_everything": seed}), out), out / "hf")
+    write_json(out / "tokens.json", {"tokens": round(steps / batches * per_epoch), "steps": steps})
+    return out / "hf"
+
+
+def _fit_rft(round_: Round, lr: float, token_budget: int, out: Path, grid: TuningGrid, seed: int) -> Path:
+    """RFT on every distinct correct sample for `token_budget` tokens; with none, a copy of the start policy."""
+    if (out / "tokens.json").exists():  # written last: the point is finished
+        return out / "hf"
+    pairs = correct_solutions(round_.dir / "stage_a")
+    if not pairs:  # nothing to imitate: the baseline is the start policy itself
+        log.warning("RFT baseline: Stage A sampled no correct solution; the baseline is the unchanged start policy")
+        with staged_dir(out / "hf") as tmp:  # a copy cut short must not pass for the baseline
+            shutil.copytree(round_.policy, tmp)
+        write_json(out / "tokens.json", {"tokens": 0, "steps": 0})
+        return out / "hf"
+    with contextlib.closing(SummaryWriter(str(out / "tb"))) as writer:
+        batch_size, on_step = grid.rft_batch_size, _logger(writer)
+        summary = rejection_finetune(
+            round_.policy, out / "hf", pairs, token_budget, batch_size=batch_size, lr=lr, seed=seed, on_step=on_step
+        )
+    write_json(out / "tokens.json", {"tokens": summary.tokens, "steps": summary.steps})
+    return out / "hf"
+
+
+def _logger(writer: SummaryWriter) -> Callable[[int, float], None]:
+    return lambda step, loss: writer.add_scalar("sft/loss", loss, step)
