@@ -11,6 +11,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dapo.cli import cli_main
+from dapo.records import read_records
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SFT_STEPS = 200
@@ -58,6 +59,9 @@ def test_shortened_demo_end_to_end(tmp_path, monkeypatch, capsys):
     ):
         assert (out / artifact).is_file(), artifact
 
+    problems = read_records(out / "problems", "problems")  # Stage A graded and wrote the demo's task, under `out`
+    assert {len(json.loads(example)["operations"]) for example in problems["example"]} == {1}
+
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == "arith" and report["test_problems"] == 8 and report["seed"] == 1
     grid = report["grid"]
@@ -68,7 +72,8 @@ def test_shortened_demo_end_to_end(tmp_path, monkeypatch, capsys):
         assert list(scores) == ["lr0.0001-ep1", "lr0.0001-ep2"] and all(0.0 <= s <= 1.0 for s in scores.values())
         chosen = report[method]["chosen"]
         assert scores[chosen] == max(scores.values()) and report[method]["validation"] == scores[chosen]
-        assert Path(report[method]["path"]) == out / "grid" / method / chosen / "hf"
+        own = round_dir / "actor" / "hf"  # the point `dapo iterate` trained is not trained twice
+        assert Path(report[method]["path"]) in (out / "grid" / method / chosen / "hf", own)
     for key, (before, after) in {
         "dapo_minus_start": ("start", "dapo"),
         "response_minus_start": ("start", "response"),

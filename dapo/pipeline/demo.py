@@ -36,8 +36,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from dapo.core.stats import paired_difference_ci95
 from dapo.generation.hf_generator import HFGenerator
-from dapo.pipeline.configs import fit_overlay, load_config
-from dapo.pipeline.demo_grid import METHODS, Round, TuningGrid, chosen_policy, tune
+from dapo.pipeline.configs import deep_merge, fit_overlay, load_config
+from dapo.pipeline.demo_grid import METHODS, Round, TuningGrid, tune
 from dapo.pipeline.iterate import iterate
 from dapo.pipeline.tiny_model import tiny_model_for_task
 from dapo.records import write_json
@@ -122,7 +122,7 @@ def demo(
     evaluation, grid = evaluation or Evaluation(), grid or TuningGrid()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan = _iterate_plan(iterate_config, fit_overlays or [], seed)  # first: a bad path fails before any training
+    plan = _iterate_plan(iterate_config, fit_overlays or [], seed, task, out_dir)  # a bad path fails before training
     _check_settings(out_dir, {"seed": seed, "task": asdict(task), "start": asdict(start), "grid": asdict(grid)})
     stages = DemoStages.load(out_dir / "timings.json")
     policy = out_dir / "policy"
@@ -136,7 +136,7 @@ def demo(
         Round(round_1, policy, _actor_base(plan)), grid, task, grid_dir, seed, _stage_a_problems(plan), stages.timed
     )
     with stages.timed("evaluation"):
-        paths = {"start": policy, **{m: chosen_policy(grid_dir, m, tuning["chosen"][m]) for m in METHODS}}
+        paths = {"start": policy, **{m: Path(tuning["paths"][m]) for m in METHODS}}
         results = {name: _evaluate(path, task, evaluation) for name, path in paths.items()}
     report = build_report(task, seed, results, paths, round_1, tuning, stages.seconds)
     report["wall_seconds"] = time.perf_counter() - began
@@ -190,8 +190,12 @@ def train_start_policy(task: ArithTask, settings: StartPolicy, out: Path, seed: 
     return out
 
 
-def _iterate_plan(iterate_config: str, fit_overlays: list[str], seed: int) -> dict[str, Any]:
-    """`iterate` keyword arguments from its YAML config plus the fit overlays (policy_path and out_dir left out)."""
+def _iterate_plan(
+    iterate_config: str, fit_overlays: list[str], seed: int, task: ArithTask, out_dir: Path
+) -> dict[str, Any]:
+    """`iterate` keyword arguments from its YAML config plus the fit overlays (policy_path and out_dir left out).
+    Stage A grades with the demo's task and writes its problems under `out_dir` (not where the config says: two
+    demos with different tasks must not share a problems file)."""
     for path in [iterate_config, *fit_overlays]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path} not found: run `dapo demo` from the repository root or pass its path")
@@ -201,6 +205,9 @@ def _iterate_plan(iterate_config: str, fit_overlays: list[str], seed: int) -> di
     config.pop("out_dir", None)
     if config.get("iterations", 2) != 1:  # 2: iterate's default
         raise ValueError(f"{iterate_config}: the demo tunes and compares one DAPO round; set iterations: 1")
+    stage_a = {"task": {"class_path": "dapo.tasks.ArithTask", "init_args": asdict(task)}}
+    stage_a["rollout"] = {"problems_path": str(out_dir / "problems")}
+    config["stage_a"] = deep_merge(config.get("stage_a") or {}, stage_a)
     return {**config, "seed": seed}
 
 
@@ -275,10 +282,11 @@ def build_report(
         "test_problems": results["start"].n,
         "decoding": "greedy",
         "seed": seed,
-        "start": policy("start"),
+        "start": policy("start", chosen="-", validation=tuning["scores"]["start"]["-"]),
         **{name: method(name) for name in METHODS},
         **differences,
         "grid": tuning,
+        "test_scores": {name: result.scores for name, result in results.items()},  # per problem, for pairing
         "stages": seconds,
         "seconds": sum(seconds.values()),
     }

@@ -102,12 +102,19 @@ def tune(
             for name, lr, e in todo:
                 scores[method][name] = _validate(trainers[method](name, lr, e), task, examples).accuracy
                 write_json(record, scores)
+    if "start" not in scores:  # the reference point every method's validation accuracy is read against
+        scores["start"] = {"-": _validate(round_.policy, task, examples).accuracy}
+        write_json(record, scores)
     chosen = {method: max(scores[method], key=lambda name: scores[method][name]) for method in METHODS}
-    return {"scores": scores, "chosen": chosen, "dapo_epoch_tokens": epoch_tokens, "validation": grid.validation}
-
-
-def chosen_policy(out: Path, method: str, name: str) -> Path:
-    return out / method / name / "hf"
+    lrs_epochs = {name: (lr, e) for name, lr, e in grid.points()}
+    paths = {m: str(trainers[m](chosen[m], *lrs_epochs[chosen[m]])) for m in METHODS}  # finished: no training
+    return {
+        "scores": scores,
+        "chosen": chosen,
+        "paths": paths,
+        "dapo_epoch_tokens": epoch_tokens,
+        "validation": grid.validation,
+    }
 
 
 def _validate(path: Path, task: ArithTask, examples: list[dict[str, Any]]) -> EvalResult:
