@@ -42,8 +42,9 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/lint-imports
 
-# Main job: the embedded demo (about 5 minutes on 2 CPU cores): a tiny start policy, one DAPO round, an RFT
-# baseline, greedy evaluation on 500 held-out problems; report in runs/demo/report.json. Rerunning resumes.
+# Main job: the embedded demo (about 7 minutes on 2 CPU cores): a tiny start policy, one DAPO round, a
+# response-level and an RFT baseline, one tuning grid for all three, greedy evaluation on 500 held-out problems;
+# report in runs/demo/report.json. Rerunning resumes.
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/dapo demo --config configs/demo/demo.yaml
 

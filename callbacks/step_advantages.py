@@ -10,6 +10,8 @@ import lightning as L
 from dapo.stages.candidate_advantages import AdvantageConfig
 from dapo.stages.stage_b import ensure_actions
 
+from .stage_logging import log_stage_b
+
 
 class StepAdvantages(L.Callback):
     """Scores advantages and reference log-probs at fit start when the actions are missing or stale."""
@@ -19,3 +21,4 @@ class StepAdvantages(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         ensure_actions(self.config)
+        log_stage_b(trainer, self.config.out_dir)  # share of states kept, advantage gaps

@@ -9,6 +9,8 @@ import lightning as L
 
 from dapo.stages.stage_a import StageA, ensure_states
 
+from .stage_logging import log_stage_a
+
 __all__ = ["StageA", "StepValueRollout"]
 
 
@@ -20,3 +22,4 @@ class StepValueRollout(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         ensure_states(self.spec)
+        log_stage_a(trainer, self.spec.rollout.out_dir)  # solve rate, MC value by step

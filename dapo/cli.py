@@ -9,7 +9,7 @@
                                                prompts in that tokenizer's chat template)
     dapo iterate --config configs/iterate.yaml N rounds of Stage A, critic, advantages, actor (resumable)
     dapo plan --config configs/iterate.yaml    tokens, FLOPs and device-hours per stage, before running
-    dapo demo --out runs/demo                  the embedded demo: start policy, DAPO, RFT baseline, report
+    dapo demo --out runs/demo                  the embedded demo: start policy, DAPO, two baselines, report
     dapo evaluate --model DIR --task NAME      a policy on a benchmark: summary.json + examples.jsonl
     dapo tiny-model --out DIR ...              build a tiny random Llama + BPE tokenizer for a task
     dapo export --ckpt CKPT --out DIR          write a trained critic or actor as a Hugging Face folder
@@ -54,7 +54,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "demo": (
         "dapo.pipeline.demo:demo",
-        "Run the embedded demo: start policy, DAPO, RFT baseline, evaluation; print a table, write report.json.",
+        "Run the embedded demo: start policy, DAPO and two outcome-only baselines, tuned alike; write report.json.",
     ),
     "evaluate": (
         "dapo.pipeline.evaluate:evaluate",

@@ -101,8 +101,11 @@ def test_shortened_demo_end_to_end(tmp_path, monkeypatch, capsys):
     assert _scalars(out / "tb" / "dapo")["eval/accuracy"] == [pytest.approx(report["dapo"]["accuracy"])]
     assert len(_scalars(out / "tb" / "rft")["grid/validation_accuracy"]) == 2
     assert "sft/loss" in _scalars(out / "grid" / "rft" / "lr0.0001-ep1" / "tb")
-    assert "val/outcome_ece" in _scalars(next((round_dir / "critic" / "tb").glob("version_*")))
-    assert "train/sign_agreement" in _scalars(next((round_dir / "actor" / "tb").glob("version_*")))
+    critic_logs = _scalars(next((round_dir / "critic" / "tb").glob("version_*")))
+    assert "val/outcome_ece" in critic_logs and 0.0 <= critic_logs["stage_a/solve_rate"][0] <= 1.0
+    assert len(critic_logs["stage_a/mc_value_by_step"]) >= 2  # one point per step t, from t = 0
+    actor_logs = _scalars(next((round_dir / "actor" / "tb").glob("version_*")))
+    assert "train/sign_agreement" in actor_logs and 0.0 < actor_logs["stage_b/share_states_kept"][0] <= 1.0
 
     # a rerun trains nothing again: same weights on disk, same recorded stage times, same accuracies
     weights = [

@@ -104,7 +104,7 @@ def demo(
     evaluation: Evaluation | None = None,
     grid: TuningGrid | None = None,
 ) -> dict[str, Any]:
-    """Run the embedded demo: start policy, DAPO, RFT baseline, evaluation; print a table, write report.json.
+    """Run the embedded demo: start policy, DAPO and two outcome-only baselines, tuned alike; write report.json.
 
     Args:
         out: folder for every artifact (a rerun resumes at the first unfinished stage).
@@ -132,9 +132,9 @@ def demo(
     iterate(policy_path=str(policy), out_dir=str(out_dir / "iterate"), **plan)
     round_1 = out_dir / "iterate" / "iter-01"
     grid_dir = out_dir / "grid"
-    tuning = tune(
-        Round(round_1, policy, _actor_base(plan)), grid, task, grid_dir, seed, _stage_a_problems(plan), stages.timed
-    )
+    round_ = Round(round_1, policy, _actor_base(plan))
+    limit, tokens = _stage_a_problems(plan), evaluation.max_new_tokens
+    tuning = tune(round_, grid, task, grid_dir, seed, limit, tokens, stages.timed)
     with stages.timed("evaluation"):
         paths = {"start": policy, **{m: Path(tuning["paths"][m]) for m in METHODS}}
         results = {name: _evaluate(path, task, evaluation) for name, path in paths.items()}

@@ -82,10 +82,22 @@ def validation_examples(task: ArithTask, count: int, stage_a_problems: int) -> l
 
 
 def tune(
-    round_: Round, grid: TuningGrid, task: ArithTask, out: Path, seed: int, stage_a_problems: int, timed: Any
+    round_: Round,
+    grid: TuningGrid,
+    task: ArithTask,
+    out: Path,
+    seed: int,
+    stage_a_problems: int,
+    max_new_tokens: int,
+    timed: Any,
 ) -> dict[str, Any]:
-    """Train every method at every grid point, score each on validation, and pick each method's best point."""
+    """Train every method at every grid point, score each on validation (greedy, `max_new_tokens` as the test
+    evaluation), and pick each method's best point."""
     examples = validation_examples(task, grid.validation, stage_a_problems)
+
+    def validate(path: Path) -> float:
+        return _validate(path, task, examples, max_new_tokens).accuracy
+
     record = out / "validation.json"
     scores: dict[str, dict[str, float]] = json.loads(record.read_text()) if record.exists() else {}
     epoch_tokens = _dapo_epoch_tokens(round_)
@@ -100,10 +112,10 @@ def tune(
             continue
         with timed(f"grid_{method}"):
             for name, lr, e in todo:
-                scores[method][name] = _validate(trainers[method](name, lr, e), task, examples).accuracy
+                scores[method][name] = validate(trainers[method](name, lr, e))
                 write_json(record, scores)
     if "start" not in scores:  # the reference point every method's validation accuracy is read against
-        scores["start"] = {"-": _validate(round_.policy, task, examples).accuracy}
+        scores["start"] = {"-": validate(round_.policy)}
         write_json(record, scores)
     chosen = {method: max(scores[method], key=lambda name: scores[method][name]) for method in METHODS}
     lrs_epochs = {name: (lr, e) for name, lr, e in grid.points()}
@@ -117,8 +129,8 @@ def tune(
     }
 
 
-def _validate(path: Path, task: ArithTask, examples: list[dict[str, Any]]) -> EvalResult:
-    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=64)
+def _validate(path: Path, task: ArithTask, examples: list[dict[str, Any]], max_new_tokens: int) -> EvalResult:
+    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
     return evaluate_examples(HFGenerator.from_pretrained(str(path)), task, examples, params, split="validation")
 
 

@@ -186,7 +186,9 @@ class ActorModule(TrainableBackbone, L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self._train_advantages:
-            self._histogram("train/advantages", torch.cat(self._train_advantages))
+            advantages = torch.cat(self._train_advantages)
+            self._histogram("train/advantages", advantages)
+            self._histogram("train/advantage_over_beta", advantages / self.hparams.beta)  # the log-ratio targets
         self._train_advantages = []
 
     def _histogram(self, tag: str, values: torch.Tensor) -> None:
