@@ -65,7 +65,7 @@ class TuningGrid:
 class Round:
     """What the grid trains from: round 1 of `dapo iterate` and the actor config it ran."""
 
-    dir: Path
+    folder: Path
     policy: Path
     actor_base: Config
 
@@ -136,13 +136,13 @@ def _validate(path: Path, task: ArithTask, examples: list[dict[str, Any]], max_n
 
 def _dapo_epoch_tokens(round_: Round) -> int:
     """Tokens of one epoch of the DAPO actor: every state's prefix once plus its candidate actions, packed."""
-    config = _actor_config(round_, 1e-4, 1, round_.dir / "stage_b" / "actions")
+    config = _actor_config(round_, 1e-4, 1, round_.folder / "stage_b" / "actions")
     return actor_train_tokens(_data(config, round_.policy), 1)
 
 
 def _actor_config(round_: Round, lr: float, max_epochs: int, actions: Path) -> Config:
     """The round's actor fit with `lr` and `max_epochs`, training on `actions`, on all of them."""
-    config = actor_fit(round_.actor_base, round_.dir, str(round_.policy), str(round_.dir / "critic" / "hf"))
+    config = actor_fit(round_.actor_base, round_.folder, str(round_.policy), str(round_.folder / "critic" / "hf"))
     overrides = {
         "model": {"init_args": {"optimizer": {"init_args": {"lr": lr}}}},
         "data": {"train_path": str(actions), "val_fraction": 0.0},
@@ -157,9 +157,9 @@ def _data(config: Config, policy: Path) -> StepDataModule:
 
 def _fit_dapo(round_: Round, lr: float, epochs: int, out: Path, seed: int) -> Path:
     if _is_the_rounds_own_fit(round_, lr, epochs):  # `dapo iterate` trained this point already
-        return round_.dir / "actor" / "hf"
+        return round_.folder / "actor" / "hf"
     if not (out / "hf").exists():
-        config = _actor_config(round_, lr, epochs, round_.dir / "stage_b" / "actions")
+        config = _actor_config(round_, lr, epochs, round_.folder / "stage_b" / "actions")
         run_fit(place_outputs(deep_merge(config, {"seed_everything": seed}), out), out / "hf")
     return out / "hf"
 
@@ -179,7 +179,7 @@ def _fit_response(
     if (out / "tokens.json").exists():  # written last: the point is finished
         return out / "hf"
     if not (root / "summary.json").exists():
-        settings = ResponseAdvantageConfig(str(round_.dir / "stage_a"), str(round_.policy), str(root), grid.min_gap)
+        settings = ResponseAdvantageConfig(str(round_.folder / "stage_a"), str(round_.policy), str(root), grid.min_gap)
         run_response_advantages(settings)
     config = _actor_config(round_, lr, 1, root / "actions")
     config["advantages"] = {"critic_path": None}  # the actions are made above, not by Stage B
@@ -196,7 +196,7 @@ def _fit_rft(round_: Round, lr: float, token_budget: int, out: Path, grid: Tunin
     """RFT on every distinct correct sample for `token_budget` tokens; with none, a copy of the start policy."""
     if (out / "tokens.json").exists():  # written last: the point is finished
         return out / "hf"
-    pairs = correct_solutions(round_.dir / "stage_a")
+    pairs = correct_solutions(round_.folder / "stage_a")
     if not pairs:  # nothing to imitate: the baseline is the start policy itself
         log.warning("RFT baseline: Stage A sampled no correct solution; the baseline is the unchanged start policy")
         with staged_dir(out / "hf") as tmp:  # a copy cut short must not pass for the baseline
