@@ -132,7 +132,7 @@ def demo(
     iterate(policy_path=str(policy), out_dir=str(out_dir / "iterate"), **plan)
     round_1 = out_dir / "iterate" / "iter-01"
     grid_dir = out_dir / "grid"
-    round_ = Round(round_1, policy, _actor_base(plan))
+    round_ = Round(round_1, policy, _fit_config(plan, "actor"))
     limit, tokens = _stage_a_problems(plan), evaluation.max_new_tokens
     tuning = tune(round_, grid, task, grid_dir, seed, limit, tokens, stages.timed)
     with stages.timed("evaluation"):
@@ -211,17 +211,15 @@ def _iterate_plan(
     return {**config, "seed": seed}
 
 
-def _actor_base(plan: dict[str, Any]) -> dict[str, Any]:
-    """The actor fit config `iterate` ran (the actor config with the fit overlays merged in)."""
+def _fit_config(plan: dict[str, Any], which: str) -> dict[str, Any]:
+    """The critic or actor fit config `iterate` ran (`which`: "critic" or "actor"), fit overlays merged in."""
     sections = {key: plan.get(key) for key in FIT_SECTIONS}
-    return load_config(plan.get("actor_config", "configs/actor.yaml"), [fit_overlay(**sections)])
+    return load_config(plan.get(f"{which}_config", f"configs/{which}.yaml"), [fit_overlay(**sections)])
 
 
 def _stage_a_problems(plan: dict[str, Any]) -> int:
     """How many train problems Stage A uses (the first ones of the split): the critic config's rollout limit."""
-    sections = {key: plan.get(key) for key in FIT_SECTIONS}
-    critic = load_config(plan.get("critic_config", "configs/critic.yaml"), [fit_overlay(**sections)])
-    limit = critic.get("stage_a", {}).get("rollout", {}).get("limit")
+    limit = _fit_config(plan, "critic").get("stage_a", {}).get("rollout", {}).get("limit")
     if limit is None:
         raise ValueError("the demo's critic config must set stage_a.rollout.limit (validation uses later problems)")
     return int(limit)

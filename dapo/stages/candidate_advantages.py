@@ -188,10 +188,6 @@ def _needs_critic(cand: Candidate, config: AdvantageConfig) -> bool:
     return not (cand.is_terminal and config.terminal_reward)
 
 
-def _device(config: AdvantageConfig) -> torch.device:
-    return scoring_device(config.device)
-
-
 def scoring_device(device: str | None) -> torch.device:
     """`device`, or the first GPU if there is one, else CPU."""
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -201,7 +197,7 @@ def _critic_values(states: Sequence[_State], config: AdvantageConfig) -> tuple[l
     """V(s + a) of every candidate (true reward where terminal and `terminal_reward`), unique pairs scored once;
     with the number of pairs scored and the packed tokens they took."""
     assert config.critic_path is not None
-    critic = frozen(ValueModel.from_pretrained, config.critic_path, config.load_in, _device(config))
+    critic = frozen(ValueModel.from_pretrained, config.critic_path, config.load_in, scoring_device(config.device))
     tokenizer = AutoTokenizer.from_pretrained(config.critic_path)
     to_score = [sorted({c.action for c in s.cands if _needs_critic(c, config)}) for s in states]
     groups = [
@@ -225,12 +221,6 @@ def _critic_values(states: Sequence[_State], config: AdvantageConfig) -> tuple[l
         by_action = dict(zip(actions, next(scored), strict=True)) if actions else {}
         values.append([by_action[c.action] if _needs_critic(c, config) else c.reward for c in state.cands])
     return values, sum(len(a) for a in to_score), sum(packed_length(g) for g in groups)
-
-
-def _reference_logprobs(
-    groups: Sequence[tuple[str, list[ScoredAction]]], config: AdvantageConfig
-) -> tuple[list[list[float]], int]:
-    return reference_logprobs(groups, config.policy_path, config.load_in, _device(config), config.max_tokens)
 
 
 def reference_logprobs(
@@ -330,7 +320,15 @@ def run_advantages(config: AdvantageConfig) -> AdvantageSummary:
     selected = [select_actions(s.cands, v, config.min_gap) for s, v in zip(states, values, strict=True)]
     kept = [(s, acts) for s, acts in zip(states, selected, strict=True) if acts]
     logprobs, tokens_reference = (
-        _reference_logprobs([(s.prefix, acts) for s, acts in kept], config) if kept else ([], 0)
+        reference_logprobs(
+            [(s.prefix, acts) for s, acts in kept],
+            config.policy_path,
+            config.load_in,
+            scoring_device(config.device),
+            config.max_tokens,
+        )
+        if kept
+        else ([], 0)
     )
     work = ScoringWork(n_scored, tokens_critic, tokens_reference)
     rows = [

@@ -30,7 +30,13 @@ from typing import Any, NamedTuple
 from dapo.core.fingerprint import policy_fingerprint
 from dapo.core.steps import join_steps
 from dapo.records import Provenance, read_provenance, read_records, write_json, write_records
-from dapo.stages.candidate_advantages import Candidate, ScoredAction, reference_logprobs, scoring_device
+from dapo.stages.candidate_advantages import (
+    Candidate,
+    ScoredAction,
+    reference_logprobs,
+    scoring_device,
+    select_actions,
+)
 
 PRODUCER = "dapo response advantages"
 
@@ -95,14 +101,10 @@ def group_by_problem(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
 
 def response_actions(group: Sequence[Sample], min_gap: float) -> list[ScoredAction]:
     """A = r - mean r over the whole group, then the unique responses in first-seen order; [] when the gap
-    max A - min A is under `min_gap` (e.g. every response right, or every one wrong)."""
-    mean = sum(s.reward for s in group) / len(group)
-    unique: dict[str, ScoredAction] = {}
-    for s in group:
-        unique.setdefault(s.response, ScoredAction(Candidate(s.response, True, s.reward), s.reward, s.reward - mean))
-    kept = list(unique.values())
-    gap = max(a.advantage for a in kept) - min(a.advantage for a in kept)
-    return kept if gap >= min_gap else []
+    max A - min A is under `min_gap` (e.g. every response right, or every one wrong). Stage B's `select_actions`
+    with each whole response as a terminal candidate valued at its reward."""
+    cands = [Candidate(s.response, True, s.reward) for s in group]
+    return select_actions(cands, [s.reward for s in group], min_gap)
 
 
 def run_response_advantages(config: ResponseAdvantageConfig) -> ResponseSummary:
