@@ -67,7 +67,7 @@ def critic_items(
     items, skipped = [], SkipCounter()
     for sid, group in _group(states, "solution_id").items():
         try:
-            if not group[0]["steps"]:
+            if not group[0]["steps"] and not any(state.get("n_rollouts") for state in group):  # vs. cut-off ones
                 raise RecordError("an empty response: the solution has no steps")
             check_steps(group[0]["steps"], delimiter)
             targets, mask = _trajectory_targets(sid, group)

@@ -26,6 +26,7 @@ def reference_state_rows(task: ArithTask, n: int, value: Callable[[int, int], fl
                     "n_rollouts": 4 * (t < len(steps)),
                     "completions": [],
                     "completion_rewards": [],
+                    "completion_truncated": [],
                 }
             )
     return rows
@@ -52,6 +53,7 @@ def candidate_state_rows(arith: ArithTask, n: int) -> list[dict]:
                 "n_rollouts": len(completions),
                 "completions": completions,
                 "completion_rewards": [1.0, 0.0, 1.0, 0.0, 1.0],
+                "completion_truncated": [False] * len(completions),
             }
         )
     return rows

@@ -63,6 +63,13 @@ def first_step(text: str, delimiter: str = DEFAULT_DELIMITER) -> str | None:
     return None
 
 
+def whole_steps(text: str, delimiter: str = DEFAULT_DELIMITER) -> list[str]:
+    """The steps of a text that was cut off mid-way: those its delimiter closed (an unfinished last one is not a
+    step)."""
+    steps = split_steps(text, delimiter)
+    return steps if steps and steps[-1].endswith(delimiter) else steps[:-1]
+
+
 def join_steps(steps: Sequence[str]) -> str:
     """Inverse of `split_steps`: steps already carry their delimiters."""
     return "".join(steps)

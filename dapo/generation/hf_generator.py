@@ -52,7 +52,7 @@ from transformers import (
 from dapo.core.padding import left_pad
 from dapo.core.steps import DEFAULT_DELIMITER, first_step
 from dapo.generation.kv_cache import reserved_cache
-from dapo.generation.protocol import SamplingParams
+from dapo.generation.protocol import Completion, SamplingParams
 from dapo.models.adapters import LoadIn, frozen
 
 SEGMENT = 16
@@ -198,7 +198,12 @@ class HFGenerator:
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         if params.one_step:
             texts = [cut_to_first_step(text, params.delimiter) for text in texts]
-        return [texts[i * n : (i + 1) * n] for i in range(len(rows))]
+        ended = torch.isin(new, self._eos_ids(new.device)).any(dim=1).tolist()  # (r,) the policy ended the row
+        out: list[str] = [Completion(t, _cut_off(t, done, params)) for t, done in zip(texts, ended, strict=True)]
+        return [out[i * n : (i + 1) * n] for i in range(len(rows))]
+
+    def _eos_ids(self, device: torch.device) -> torch.Tensor:
+        return torch.tensor(self.eos_id if isinstance(self.eos_id, list) else [self.eos_id], device=device)
 
     def _decode(
         self, ids: torch.Tensor, mask: torch.Tensor, cache: DynamicCache, params: SamplingParams, max_new: int
@@ -229,7 +234,7 @@ class HFGenerator:
         rows = ids.shape[0]
         new = torch.full((rows, params.max_new_tokens), self.pad_id, dtype=ids.dtype, device=ids.device)  # (r, m)
         active = torch.arange(rows, device=ids.device)  # (a,) rows still writing
-        eos = torch.tensor(self.eos_id if isinstance(self.eos_id, list) else [self.eos_id], device=ids.device)
+        eos = self._eos_ids(ids.device)
         done = 0
         while active.numel() and done < params.max_new_tokens:
             budget = min(SEGMENT, params.max_new_tokens - done)
@@ -275,6 +280,12 @@ class HFGenerator:
         else:
             options.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
         return GenerationConfig(**options)
+
+
+def _cut_off(text: str, ended: bool, params: SamplingParams) -> bool:
+    """Whether the token limit, not the policy, ended a continuation: no end-of-sequence token, and with `one_step`
+    no whole step either."""
+    return not ended and not (params.one_step and params.delimiter in text)
 
 
 def longest_first(rows: Sequence[Sequence[int]]) -> list[int]:

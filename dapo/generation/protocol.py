@@ -43,6 +43,27 @@ class SamplingParams:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
 
+class Completion(str):
+    """A continuation's text that also says why it ended: `truncated` when `max_new_tokens` cut it off before the
+    policy ended it (no end-of-sequence token; with `one_step`, no delimiter either). A truncated response is not a
+    finished solution, and a truncated single step is not a whole step. Generators that cannot tell return plain
+    strings, read as not truncated (`is_truncated`)."""
+
+    truncated: bool
+
+    def __new__(cls, text: str, truncated: bool) -> Completion:
+        completion = super().__new__(cls, text)
+        completion.truncated = truncated
+        return completion
+
+    def __reduce__(self) -> tuple[type[Completion], tuple[str, bool]]:
+        return Completion, (str(self), self.truncated)  # pickled across processes (gathered evaluation results)
+
+
+def is_truncated(text: str) -> bool:
+    return bool(getattr(text, "truncated", False))
+
+
 class Generator(Protocol):
     """Samples continuations of prompts."""
 
@@ -50,5 +71,6 @@ class Generator(Protocol):
     """Running count of generated tokens (for throughput reporting)."""
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[str]]:
-        """`params.n` continuations of each prompt: text after the prompt, without end-of-sequence tokens."""
+        """`params.n` continuations of each prompt: text after the prompt, without end-of-sequence tokens (each a
+        `Completion` where the generator knows whether it was cut off)."""
         ...

@@ -57,7 +57,7 @@ from typing import Any
 from dapo.core.errors import require
 from dapo.core.steps import first_step
 from dapo.generation.hf_generator import cut_to_first_step
-from dapo.generation.protocol import SamplingParams
+from dapo.generation.protocol import Completion, SamplingParams
 
 __all__ = [
     "VLLMGenerator",
@@ -194,7 +194,7 @@ class VLLMGenerator:
         rows = [[self._row(list(out.prompt_token_ids), [], c, params) for c in out.outputs] for out in outputs]
         if params.one_step:
             self._complete_first_steps(rows, params)
-        texts = [[self._text(row.ids, params) for row in group] for group in rows]
+        texts: list[list[str]] = [[self._completion(row.ids, params) for row in group] for group in rows]
         return [group * params.n for group in texts] if params.temperature == 0 else texts
 
     def _run(self, prompts: list[Any], kwargs: list[dict[str, Any]]) -> list[Any]:
@@ -222,6 +222,11 @@ class VLLMGenerator:
     def _decode(self, ids: list[int]) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
-    def _text(self, ids: list[int], params: SamplingParams) -> str:
+    def _completion(self, ids: list[int], params: SamplingParams) -> Completion:
+        """The row's text, truncated when it used every token without an end-of-sequence token (or, one step at a
+        time, without a delimiter)."""
         text = self._decode(ids)
-        return cut_to_first_step(text, params.delimiter) if params.one_step else text
+        if params.one_step:
+            text = cut_to_first_step(text, params.delimiter)
+        limit = len(ids) >= params.max_new_tokens and getattr(self.tokenizer, "eos_token_id", None) not in ids
+        return Completion(text, limit and not (params.one_step and params.delimiter in text))

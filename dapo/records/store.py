@@ -8,11 +8,12 @@ writes one shard at a time, so a killed run keeps every finished shard.
 Schemas (one row each):
 - problems:  id, task, prompt (the exact text the policy continues), answer (reference, may be ""),
              example (the task's original row as JSON, so `Task.score(example, response)` works for any task).
-- solutions: solution_id, problem_id, prompt, steps (the sampled response split into steps), reward (0..1).
+- solutions: solution_id, problem_id, prompt, steps (the sampled response split into steps), reward (0..1),
+             truncated (the token limit cut the response off: only its whole steps are kept, reward 0).
 - states:    state_id, problem_id, solution_id, t (s_t = prompt + steps[:t]), prompt, steps (all steps of the
              solution), mc_value (fraction of rollouts from s_t that were correct; for t = len(steps) the
              solution's own reward), n_rollouts (0 when mc_value is exact), completions (continuations
-             sampled from s_t), completion_rewards.
+             sampled from s_t), completion_rewards, completion_truncated (the token limit cut it off).
 - actions:   state_id, problem_id, prompt, state_steps (s = prompt + state_steps), action (candidate next step),
              value (V(s + action)), advantage, is_terminal (the action ends the solution), ref_logprob
              (log pi_ref(action | s), summed over the action's tokens).
@@ -47,7 +48,14 @@ _STR, _INT, _FLOAT, _BOOL = Value("string"), Value("int32"), Value("float32"), V
 SCHEMAS: dict[str, Features] = {
     "problems": Features({"id": _STR, "task": _STR, "prompt": _STR, "answer": _STR, "example": _STR}),
     "solutions": Features(
-        {"solution_id": _STR, "problem_id": _STR, "prompt": _STR, "steps": Sequence(_STR), "reward": _FLOAT}
+        {
+            "solution_id": _STR,
+            "problem_id": _STR,
+            "prompt": _STR,
+            "steps": Sequence(_STR),
+            "reward": _FLOAT,
+            "truncated": _BOOL,
+        }
     ),
     "states": Features(
         {
@@ -61,6 +69,7 @@ SCHEMAS: dict[str, Features] = {
             "n_rollouts": _INT,
             "completions": Sequence(_STR),
             "completion_rewards": Sequence(_FLOAT),
+            "completion_truncated": Sequence(_BOOL),
         }
     ),
     "actions": Features(
@@ -77,6 +86,20 @@ SCHEMAS: dict[str, Features] = {
         }
     ),
 }
+
+
+# Columns added after records were first written, with the value an older row means: a row or a saved dataset
+# without them reads (and a writer that leaves them out writes) that value.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "solutions": {"truncated": lambda row: False},  # not recorded before dapo 0.2
+    "states": {"completion_truncated": lambda row: [False] * len(row.get("completions") or [])},
+}
+
+
+def with_defaults(row: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    """`row` with the later-added columns it lacks filled in (`DEFAULTS`)."""
+    missing = {name: default(row) for name, default in DEFAULTS.get(kind, {}).items() if name not in row}
+    return {**row, **missing} if missing else row
 
 
 @dataclass
@@ -134,7 +157,7 @@ def write_records(rows: Iterable[Mapping[str, Any]], path: str | Path, kind: str
     """Validate `rows` and write them to `path` atomically (temp folder, then rename), with provenance."""
     path = Path(path)
     schema = schema_of(kind)
-    rows = list(rows)
+    rows = [with_defaults(row, kind) for row in rows]
     for i, row in enumerate(rows):
         validate_row(row, kind, f"{path} row {i}")
     dataset = Dataset.from_dict({name: [row[name] for row in rows] for name in schema}, features=schema)
@@ -187,6 +210,9 @@ def _dataset_part(part: Path, kind: str) -> Dataset:
     if not isinstance(dataset, Dataset):
         raise RecordError(f"{part}: expected one dataset, found a DatasetDict")
     schema = schema_of(kind)
+    for name, default in DEFAULTS.get(kind, {}).items():  # a dataset written before the column existed
+        if name not in dataset.column_names and set(schema) - {name} <= set(dataset.column_names):
+            dataset = dataset.add_column(name, [default(row) for row in dataset])
     missing = set(schema) - set(dataset.column_names)
     if missing:
         raise RecordError(f"{part}: not {kind} records, missing column(s) {sorted(missing)}")
@@ -213,6 +239,7 @@ def _rows_file(path: Path, kind: str, strict: bool, skipped: SkipCounter) -> Dat
     """Rows of a JSONL / JSON / Parquet file checked against the schema (missing fields, wrong types)."""
     schema, rows = schema_of(kind), []
     for i, row in enumerate(read_file(path)):  # malformed JSON, non-UTF-8: errors naming the file and line
+        row = dict(with_defaults(row, kind))
         try:
             validate_row(row, kind, f"{path} row {i}")
         except RecordError as error:

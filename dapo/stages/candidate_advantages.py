@@ -34,7 +34,7 @@ from dapo.core.distributed import world
 from dapo.core.fingerprint import policy_fingerprint
 from dapo.core.packing import packed_length
 from dapo.core.padding import pad_id_of
-from dapo.core.steps import DEFAULT_DELIMITER, join_steps, split_steps
+from dapo.core.steps import DEFAULT_DELIMITER, first_step, join_steps, split_steps
 from dapo.data_modules.featurize import check_steps, state_group
 from dapo.models.adapters import LoadIn, frozen
 from dapo.models.outputs import critic_values, policy_logprobs, score_with_model
@@ -141,10 +141,19 @@ class AdvantageSummary:
     seconds: float
 
 
-def candidates(completions: Sequence[str], rewards: Sequence[float], delimiter: str) -> list[Candidate]:
-    """The first step of each completion, terminal when the completion is a single step."""
+def candidates(
+    completions: Sequence[str], rewards: Sequence[float], delimiter: str, truncated: Sequence[bool] | None = None
+) -> list[Candidate]:
+    """The first step of each completion, terminal when the completion is a single step. A completion that the
+    token limit cut off (`truncated`) never ends the solution: its first step is a candidate only if whole."""
     out = []
-    for completion, reward in zip(completions, rewards, strict=True):
+    cut_off = truncated if truncated is not None else [False] * len(completions)
+    for completion, reward, cut in zip(completions, rewards, cut_off, strict=True):
+        if cut:
+            step = first_step(completion, delimiter)
+            if step is not None:
+                out.append(Candidate(step, False, float(reward)))
+            continue
         steps = split_steps(completion, delimiter)
         out.append(Candidate(steps[0] if steps else "", len(steps) <= 1, float(reward)))
     return out
@@ -284,6 +293,8 @@ def check_state(row: Mapping[str, Any], delimiter: str) -> None:
     rewards = row["completion_rewards"]
     if len(rewards) != len(row["completions"]):
         raise RecordError(f"{len(row['completions'])} completions but {len(rewards)} completion_rewards")
+    if len(row["completion_truncated"]) != len(row["completions"]):
+        raise RecordError(f"{len(row['completions'])} completions but {len(row['completion_truncated'])} flags")
     if any(not (math.isfinite(r) and 0.0 <= r <= 1.0) for r in rewards):
         raise RecordError(f"completion_rewards {rewards} are not all finite numbers in [0, 1]")
 
@@ -298,7 +309,8 @@ def _states_with_candidates(config: AdvantageConfig) -> list[_State]:
             message = f"{config.states_path}: state {row['state_id']!r} (row {i}): {error}"
             skipped.skip_or_raise(config.strict, message, "malformed state")
             continue
-        if cands := candidates(row["completions"], row["completion_rewards"], config.delimiter):
+        cut = row["completion_truncated"]
+        if cands := candidates(row["completions"], row["completion_rewards"], config.delimiter, cut):
             states.append(_State(row, row["prompt"] + join_steps(row["steps"][: row["t"]]), cands))
     skipped.report(f"states of {config.states_path}")
     return states

@@ -6,6 +6,10 @@ possible. Every state s_t = prompt + steps[:t] (t < T) of a kept solution gets `
 same policy; its MC value is the fraction graded correct (soft: 3 of 4 is 0.75). The terminal state t = T carries
 the solution's own reward with no rollouts. Completions are stored: Stage B takes candidate actions from them.
 
+A response that `max_new_tokens` cut off (the generator says so: `Completion.truncated`) did not finish: it scores
+0 whatever its text, as a sample or as a rollout. A cut-off sample kept as a (wrong) solution keeps only its whole
+steps and has no terminal state: every state t = 0..T of it gets rollouts, and `truncated` marks it.
+
 Work goes shard by shard (`problems_per_shard` problems): solutions, then states, each written atomically with
 provenance. A shard is finished iff its states folder exists, so a killed run resumes where it stopped, with
 neither lost nor duplicated records; a finished shard is checked against the current config and policy hash.
@@ -26,12 +30,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tqdm.auto import tqdm
 
-from dapo.core.steps import DEFAULT_DELIMITER, join_steps, split_steps, state_text
-from dapo.generation.protocol import Generator, SamplingParams
+from dapo.core.steps import DEFAULT_DELIMITER, join_steps, split_steps, state_text, whole_steps
+from dapo.generation.protocol import Generator, SamplingParams, is_truncated
 from dapo.records import Provenance, RecordError, SkipCounter, read_records, write_json, write_records
 from dapo.stages.shards import derive_seed, finished_shards, shard_dir
 from dapo.tasks.base import Example, Task
@@ -100,6 +104,8 @@ class ShardWork:
     """Blank responses dropped by this call."""
     duplicates_dropped: int
     """Responses dropped by this call as exact repeats of an earlier sample of the same problem."""
+    truncated_sampled: int
+    """Sampled responses of this call that `max_new_tokens` cut off (kept like any other, as failures)."""
     seconds: float
     """Wall time of this call."""
     tokens_generated: int
@@ -134,6 +140,12 @@ class _Solution:
     problem: _Problem
     steps: list[str]
     reward: float
+    truncated: bool
+
+    @property
+    def states_with_rollouts(self) -> int:
+        """t = 0..T-1, and t = T too when the token limit, not the policy, ended the solution."""
+        return len(self.steps) + self.truncated
 
 
 def keep_balanced(rewards: Sequence[float], n_keep: int, rng: random.Random) -> list[int]:
@@ -225,23 +237,24 @@ def roll_out_shards(
     finished = finished_shards(out, mine, asdict(config), policy_hash)
     provenance = {"seed": config.seed, "config": asdict(config)}
     provenance |= {"policy_path": policy_path or None, "policy_hash": policy_hash or None}
-    empty = duplicates = sampled = 0
+    dropped, sampled = SampleCounts(0, 0, 0), 0
     total, done = sum(len(shards[i]) for i in mine), sum(len(shards[i]) for i in finished)
     desc = "rollouts" if world_size == 1 else f"rollouts (rank {rank} of {world_size})"
     with tqdm(total=total, initial=done, unit="problem", desc=desc, dynamic_ncols=True, position=rank) as bar:
         for i in mine:
             if i in finished:
                 continue
-            shard_empty, shard_duplicates, shard_sampled = _run_shard(i, shards[i], config, generator, task, provenance)
-            empty, duplicates, sampled = empty + shard_empty, duplicates + shard_duplicates, sampled + shard_sampled
+            shard_dropped, shard_sampled = _run_shard(i, shards[i], config, generator, task, provenance)
+            dropped, sampled = dropped.plus(shard_dropped), sampled + shard_sampled
             bar.update(len(shards[i]))
             rate = (generator.tokens_generated - tokens_before) / max(time.perf_counter() - start, 1e-9)
             bar.set_postfix_str(f"{rate:.1f} tok/s")
     return ShardWork(
         shards_written=len(mine) - len(finished),
         shards_skipped=len(finished),
-        empty_dropped=empty,
-        duplicates_dropped=duplicates,
+        empty_dropped=dropped.empty,
+        duplicates_dropped=dropped.duplicates,
+        truncated_sampled=dropped.truncated,
         seconds=time.perf_counter() - start,
         tokens_generated=generator.tokens_generated - tokens_before,
         tokens_sampling=sampled,
@@ -260,6 +273,7 @@ def write_summary(config: RolloutConfig, task: Task, works: Sequence[ShardWork])
         shards_skipped=sum(w.shards_skipped for w in works),
         empty_dropped=sum(w.empty_dropped for w in works),
         duplicates_dropped=sum(w.duplicates_dropped for w in works),
+        truncated_sampled=sum(w.truncated_sampled for w in works),
         seconds=max(w.seconds for w in works),
         tokens_generated=sum(w.tokens_generated for w in works),
         tokens_sampling=sum(w.tokens_sampling for w in works),
@@ -275,11 +289,11 @@ def _run_shard(
     generator: Generator,
     task: Task,
     provenance: dict[str, Any],
-) -> tuple[int, int, int]:
-    """Sample, keep, roll out and write one shard; returns the blank responses and duplicates dropped, and the
-    tokens generated while sampling."""
+) -> tuple[SampleCounts, int]:
+    """Sample, keep, roll out and write one shard; returns the counts of dropped and cut-off samples, and the tokens
+    generated while sampling."""
     before = generator.tokens_generated
-    solutions, empty, duplicates = _sample_solutions(index, problems, config, generator, task)
+    solutions, dropped = _sample_solutions(index, problems, config, generator, task)
     sampled = generator.tokens_generated - before
     states = _rollout_states(index, solutions, config, generator, task)
     solution_rows = [
@@ -289,19 +303,31 @@ def _run_shard(
             "prompt": s.problem.prompt,
             "steps": s.steps,
             "reward": s.reward,
+            "truncated": s.truncated,
         }
         for s in solutions
     ]
     out = Path(config.out_dir)
     write_records(solution_rows, shard_dir(out, "solutions", index), "solutions", Provenance(PRODUCER, **provenance))
     write_records(states, shard_dir(out, "states", index), "states", Provenance(PRODUCER, **provenance))
-    return empty, duplicates, sampled
+    return dropped, sampled
+
+
+class SampleCounts(NamedTuple):
+    """Sampled responses dropped (blank, repeated) and cut off by `max_new_tokens`."""
+
+    empty: int
+    duplicates: int
+    truncated: int
+
+    def plus(self, other: SampleCounts) -> SampleCounts:
+        return SampleCounts(*(a + b for a, b in zip(self, other, strict=True)))
 
 
 def _sample_solutions(
     index: int, problems: Sequence[_Problem], config: RolloutConfig, generator: Generator, task: Task
-) -> tuple[list[_Solution], int, int]:
-    """`n_keep` balanced, graded solutions per problem, with the numbers of blank and repeated responses dropped."""
+) -> tuple[list[_Solution], SampleCounts]:
+    """`n_keep` balanced, graded solutions per problem, and the counts of samples dropped and cut off."""
     params = _params(config, config.n_samples, derive_seed(config.seed, index, "sample"))
     outputs = _generate(generator, [p.prompt for p in problems], params)
     rng = random.Random(derive_seed(config.seed, index, "keep"))
@@ -310,32 +336,48 @@ def _sample_solutions(
     uniques = [list(dict.fromkeys(rs)) for rs in nonblank]
     empty = sum(len(rs) for rs in outputs) - sum(len(rs) for rs in nonblank)
     duplicates = sum(len(rs) for rs in nonblank) - sum(len(rs) for rs in uniques)
-    all_rewards = score_responses(task, [p.example for p in problems], uniques)
+    truncated = sum(is_truncated(r) for rs in outputs for r in rs)
+    all_rewards = finished_scores(task, [p.example for p in problems], uniques, uniques)
     for problem, unique, rewards in zip(problems, uniques, all_rewards, strict=True):
         for k, i in enumerate(keep_balanced(rewards, config.n_keep, rng)):
-            steps = split_steps(unique[i], config.delimiter)
-            solutions.append(_Solution(f"{problem.id}/s{k}", problem, steps, rewards[i]))
-    return solutions, empty, duplicates
+            cut = is_truncated(unique[i])
+            steps = whole_steps(unique[i], config.delimiter) if cut else split_steps(unique[i], config.delimiter)
+            solutions.append(_Solution(f"{problem.id}/s{k}", problem, steps, rewards[i], cut))
+    return solutions, SampleCounts(empty, duplicates, truncated)
+
+
+def finished_scores(
+    task: Task, examples: Sequence[Example], texts: Sequence[Sequence[str]], completions: Sequence[Sequence[str]]
+) -> list[list[float]]:
+    """`score_responses` of `texts`, (problems, samples), with 0 where the completion (generator output) that
+    ends the text was cut off by the token limit: an unfinished response is a failed one."""
+    scores = score_responses(task, examples, texts)
+    return [
+        [0.0 if is_truncated(c) else score for score, c in zip(row, cs, strict=True)]
+        for row, cs in zip(scores, completions, strict=True)
+    ]
 
 
 def _rollout_states(
     index: int, solutions: Sequence[_Solution], config: RolloutConfig, generator: Generator, task: Task
 ) -> list[dict[str, Any]]:
     """State rows of every kept solution, t = 0..T; all rollouts of the shard come from one `generate` call."""
-    prompts = [state_text(s.problem.prompt, s.steps, t) for s in solutions for t in range(len(s.steps))]
+    states = [(s, t) for s in solutions for t in range(s.states_with_rollouts)]
+    prompts = [state_text(s.problem.prompt, s.steps, t) for s, t in states]
     params = _params(config, config.n_rollouts, derive_seed(config.seed, index, "rollout"))
     outputs = _generate(generator, prompts, params) if prompts else []
-    states = [(s, t) for s in solutions for t in range(len(s.steps))]
     prefixes = [join_steps(s.steps[:t]) for s, t in states]
     full = [[prefix + c for c in completions] for prefix, completions in zip(prefixes, outputs, strict=True)]
-    rewards: Iterator[list[float]] = iter(score_responses(task, [s.problem.example for s, _ in states], full))
+    examples = [s.problem.example for s, _ in states]
+    rewards: Iterator[list[float]] = iter(finished_scores(task, examples, full, outputs))
     completions_of: Iterator[list[str]] = iter(outputs)
     rows = []
     for s in solutions:
-        for t in range(len(s.steps)):
+        for t in range(s.states_with_rollouts):
             completions, state_rewards = next(completions_of), next(rewards)
             rows.append(_state_row(s, t, mc_value(state_rewards), completions, state_rewards))
-        rows.append(_state_row(s, len(s.steps), s.reward, [], []))
+        if not s.truncated:
+            rows.append(_state_row(s, len(s.steps), s.reward, [], []))
     return rows
 
 
@@ -351,6 +393,7 @@ def _state_row(s: _Solution, t: int, value: float, completions: list[str], rewar
         "n_rollouts": len(completions),
         "completions": completions,
         "completion_rewards": rewards,
+        "completion_truncated": [is_truncated(c) for c in completions],  # cut off by max_new_tokens
     }
 
 

@@ -79,16 +79,18 @@ class ResponseSummary:
 
 
 def prompt_samples(stage_a_dir: str | Path) -> list[Sample]:
-    """Every response Stage A sampled from a problem's prompt: the solutions, then the rollouts of t = 0 states."""
+    """Every finished response Stage A sampled from a problem's prompt: the solutions, then the rollouts of t = 0
+    states, less those the token limit cut off (learned from as whole responses, they would teach ending there)."""
     stage_a = Path(stage_a_dir)
     samples = [
         Sample(row["problem_id"], row["prompt"], join_steps(row["steps"]), float(row["reward"]))
         for row in read_records(stage_a / "solutions", "solutions")
+        if not row["truncated"]
     ]
     for row in read_records(stage_a / "states", "states"):
         if row["t"] == 0:
-            for completion, reward in zip(row["completions"], row["completion_rewards"], strict=True):
-                samples.append(Sample(row["problem_id"], row["prompt"], completion, float(reward)))
+            rollouts = zip(row["completions"], row["completion_rewards"], row["completion_truncated"], strict=True)
+            samples += [Sample(row["problem_id"], row["prompt"], c, float(r)) for c, r, cut in rollouts if not cut]
     return samples
 
 
