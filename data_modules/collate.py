@@ -30,6 +30,7 @@ class ActorItem(TokenGroup):
     key: str  # the state's id (names the item in errors)
     advantages: list[float]
     ref_logprobs: list[float]
+    weights: list[float]  # each action's share of the state's loss (nu)
 
 
 def collate_critic(items: Sequence[CriticItem], pad_id: int) -> dict[str, torch.Tensor]:
@@ -49,9 +50,10 @@ def collate_critic(items: Sequence[CriticItem], pad_id: int) -> dict[str, torch.
 
 def collate_actor(items: Sequence[ActorItem], pad_id: int) -> dict[str, torch.Tensor]:
     """States -> one packed row per state (its tokens once, then each candidate action; `dapo.core.packing`) with
-    advantages (a,) and ref_logprobs (a,) in the order of `action_row` / `action_state`."""
+    advantages (a,), ref_logprobs (a,) and weights (a,) in the order of `action_row` / `action_state`."""
     return {
         **pack_groups(items, pad_id),
         "advantages": torch.tensor([a for item in items for a in item["advantages"]], dtype=torch.float32),
         "ref_logprobs": torch.tensor([r for item in items for r in item["ref_logprobs"]], dtype=torch.float32),
+        "weights": torch.tensor([w for item in items for w in item["weights"]], dtype=torch.float32),
     }

@@ -146,6 +146,7 @@ def actor_items(
                 key=state_id,
                 advantages=[float(a["advantage"]) for a in group],
                 ref_logprobs=[float(a["ref_logprob"]) for a in group],
+                weights=[float(a["weight"]) for a in group],
             )
         )
     return items, skipped

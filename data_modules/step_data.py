@@ -32,7 +32,10 @@ Mode = Literal["critic", "actor"]
 _RECORD_KIND = {"critic": "states", "actor": "actions"}
 _COLUMNS = {
     "critic": ["solution_id", "problem_id", "t", "prompt", "steps", "mc_value"],
-    "actor": ["state_id", "problem_id", "prompt", "state_steps", "action", "advantage", "is_terminal", "ref_logprob"],
+    "actor": [
+        *("state_id", "problem_id", "prompt", "state_steps", "action"),
+        *("advantage", "is_terminal", "ref_logprob", "weight"),
+    ],
 }
 
 

@@ -78,6 +78,7 @@ def reference_action_rows(task: ArithTask, n: int, repeat_first: bool = True) ->
                     "advantage": 0.1 * k,
                     "is_terminal": False,
                     "ref_logprob": -1.0 - k,
+                    "weight": 1.0,
                 }
             )
     return rows

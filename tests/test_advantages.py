@@ -35,6 +35,20 @@ def test_select_actions_literal_example():
     assert [s.advantage for s in kept] == pytest.approx([0.3, -0.1, -0.5])
 
 
+def test_select_actions_count_weighting():
+    """Candidates a, b, a, c: by count a weighs 2, b and c 1 each, scaled to average 1 over the 3 unique actions
+    (x 3/4): [1.5, 0.75, 0.75]; uniform weighs each 1. The advantages do not depend on the weighting."""
+    a, b, c = (Candidate(text, False, 0.0) for text in ("a\n", "b\n", "c\n"))
+    values = [0.9, 0.5, 0.9, 0.1]
+    by_count = select_actions([a, b, a, c], values, min_gap=0.1, weighting="count")
+    uniform = select_actions([a, b, a, c], values, min_gap=0.1)
+    assert [s.weight for s in by_count] == pytest.approx([1.5, 0.75, 0.75])
+    assert [s.weight for s in uniform] == [1.0, 1.0, 1.0]
+    assert [s.advantage for s in by_count] == [s.advantage for s in uniform]
+    with pytest.raises(ValueError, match="'uniform' or 'count'"):
+        select_actions([a, b], [0.9, 0.1], min_gap=0.1, weighting="pi_ref")  # type: ignore[arg-type]
+
+
 def test_select_actions_gap_filter():
     """Values [0.50, 0.55, 0.45]: A = [0, 0.05, -0.05], gap 0.1 is kept at min_gap 0.1 and dropped at 0.11."""
     cands = [Candidate(text, False, 0.0) for text in ("x\n", "y\n", "z\n")]
@@ -92,6 +106,18 @@ def _plain_logprob(model, tokenizer, prefix: str, row: dict) -> float:
         logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1].float(), dim=-1)
     targets = torch.tensor(ids[1:])
     return float(logp.gather(1, targets[:, None]).squeeze(1)[len(prefix_ids) - 1 :].sum())
+
+
+def test_count_weighting_is_written_with_the_actions(stage_b):
+    stage_b.action_weight = "count"
+    run_advantages(stage_b)
+    actions = read_records(f"{stage_b.out_dir}/actions", "actions").to_list()
+    for state_id in {row["state_id"] for row in actions}:
+        group = [row for row in actions if row["state_id"] == state_id]
+        # 5 candidates, 4 unique: the right completion came twice (2 x 4/5), the other three once (4/5)
+        assert [row["weight"] for row in group] == pytest.approx([1.6, 0.8, 0.8, 0.8])
+    with pytest.raises(ValueError, match="action_weight"):
+        AdvantageConfig(action_weight="often")  # type: ignore[arg-type]
 
 
 def test_terminal_reward_switch_uses_the_critic(stage_b):

@@ -233,3 +233,13 @@ def test_a_config_naming_a_missing_file_says_which(tmp_path, tiny_model_dir):
     assert done.returncode != 0 and "no states records at runs/none/states" in done.stderr
     rollout = _dapo("rollout", "--stage_a.policy_path", str(tmp_path / "no_policy"), cwd=tmp_path)
     assert rollout.returncode != 0 and "no_policy" in rollout.stderr.splitlines()[-1]
+
+
+def test_a_weight_that_is_not_positive_is_refused(tmp_path, arith):
+    rows = reference_action_rows(arith, 3, repeat_first=False)
+    rows[3]["weight"] = 0.0
+    rows[4]["weight"] = math.inf
+    path = _save_arrow(rows, tmp_path / "actions", "actions")
+    with pytest.raises(RecordError, match=r"row 3, field 'weight': not above 0"):
+        read_records(path, "actions")
+    assert read_records(path, "actions", strict=False).num_rows == len(rows) - 2

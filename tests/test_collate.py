@@ -80,9 +80,10 @@ def test_collate_actor_literal():
     items = [
         # state A: prefix [1, 2], two actions [3] and [4, 5]
         {"prefix": [1, 2], "suffixes": [[3], [4, 5]], "starts": [2, 2], "advantages": [0.25, -0.25],
-         "ref_logprobs": [-1.0, -2.0]},
+         "ref_logprobs": [-1.0, -2.0], "weights": [1.5, 0.5]},
         # state B: prefix [6], one action [7]
-        {"prefix": [6], "suffixes": [[7]], "starts": [1], "advantages": [0.0], "ref_logprobs": [-0.5]},
+        {"prefix": [6], "suffixes": [[7]], "starts": [1], "advantages": [0.0], "ref_logprobs": [-0.5],
+         "weights": [1.0]},
     ]  # fmt: skip
     batch = collate_actor(items, pad_id=PAD)
     assert torch.equal(
@@ -117,3 +118,4 @@ def test_collate_actor_literal():
     assert batch["action_state"].tolist() == [0, 0, 1]
     assert torch.allclose(batch["advantages"], torch.tensor([0.25, -0.25, 0.0]))
     assert torch.allclose(batch["ref_logprobs"], torch.tensor([-1.0, -2.0, -0.5]))
+    assert torch.allclose(batch["weights"], torch.tensor([1.5, 0.5, 1.0]))

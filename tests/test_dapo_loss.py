@@ -64,3 +64,19 @@ def test_mean_per_state_splits_like_gradient_accumulation():
              for s in range(3)]  # fmt: skip
     torch.testing.assert_close(together, torch.stack(apart).mean())
     torch.testing.assert_close(together, torch.tensor((2.0 + 5.0 + 4.0) / 3))
+
+
+def test_weights_set_each_actions_share_of_its_state():
+    """State 0 holds actions with losses 1 and 3, weighed 3 : 1 -> (3 * 1 + 1 * 3) / 4 = 1.5; state 1 (loss 5,
+    weight 0.5) -> 5. Loss (1.5 + 5) / 2. All-ones weights give the unweighted mean; only ratios within a state
+    matter."""
+    per_action, states = torch.tensor([1.0, 3.0, 5.0]), torch.tensor([0, 0, 1])
+    weighted = mean_per_state(per_action, states, torch.tensor([3.0, 1.0, 0.5]))
+    torch.testing.assert_close(weighted, torch.tensor((1.5 + 5.0) / 2))
+    torch.testing.assert_close(mean_per_state(per_action, states, torch.ones(3)), mean_per_state(per_action, states))
+    torch.testing.assert_close(mean_per_state(per_action, states, torch.tensor([6.0, 2.0, 7.0])), weighted)
+    logp = torch.tensor([0.0, 0.0], requires_grad=True)
+    weights = torch.tensor([3.0, 1.0])
+    out = dapo_loss(logp, torch.zeros(2), torch.tensor([0.1, -0.1]), torch.tensor([0, 0]), 0.1, weights)
+    out.loss.backward()
+    torch.testing.assert_close(logp.grad, torch.tensor([-0.75, 0.25]))  # -(A/beta - r) x its share 3/4, 1/4

@@ -21,6 +21,7 @@ SHORT = {
     "start": {"hidden_size": 64, "num_layers": 2, "sft_steps": SFT_STEPS, "batch_size": 32},
     "evaluation": {"limit": 8, "max_new_tokens": 16},
     "grid": {"lrs": [1e-4], "epochs": [1, 2], "validation": 16},
+    "rounds": 2,
 }
 METHODS = ("dapo", "response", "rft")
 
@@ -55,6 +56,8 @@ def test_shortened_demo_end_to_end(tmp_path, monkeypatch, capsys):
         "iterate/iter-01/actor/hf/model.safetensors",
         "grid/response/actions/provenance.json",
         "grid/validation.json",
+        "round-2/iter-01/stage_a/summary.json",
+        "round-2/iter-01/actor/hf/model.safetensors",
         "timings.json",
     ):
         assert (out / artifact).is_file(), artifact
@@ -74,12 +77,22 @@ def test_shortened_demo_end_to_end(tmp_path, monkeypatch, capsys):
         assert scores[chosen] == max(scores.values()) and report[method]["validation"] == scores[chosen]
         own = round_dir / "actor" / "hf"  # the point `dapo iterate` trained is not trained twice
         assert Path(report[method]["path"]) in (out / "grid" / method / chosen / "hf", own)
+    # round 2 started from round 1's chosen DAPO policy, its critic from round 1's
+    second = json.loads((out / "round-2" / "iter-01" / "iteration.json").read_text())
+    assert second["policy_path"] == report["dapo"]["path"]
+    assert second["critic_init"] == str(round_dir / "critic" / "hf")
+    _check_policy_entry(report["dapo_round2"])
+    assert report["dapo_round2"]["validation"] == grid["scores"]["dapo_round2"]["-"]
     for key, (before, after) in {
         "dapo_minus_start": ("start", "dapo"),
         "response_minus_start": ("start", "response"),
         "rft_minus_start": ("start", "rft"),
         "dapo_minus_response": ("response", "dapo"),
         "dapo_minus_rft": ("rft", "dapo"),
+        "dapo_round2_minus_dapo": ("dapo", "dapo_round2"),
+        "dapo_round2_minus_start": ("start", "dapo_round2"),
+        "dapo_round2_minus_response": ("response", "dapo_round2"),
+        "dapo_round2_minus_rft": ("rft", "dapo_round2"),
     }.items():
         diff = report[key]["difference"]
         assert diff == pytest.approx(report[after]["accuracy"] - report[before]["accuracy"])
@@ -88,12 +101,13 @@ def test_shortened_demo_end_to_end(tmp_path, monkeypatch, capsys):
         tokens = [json.loads((out / "grid" / method / p / "tokens.json").read_text())["tokens"] for p in scores]
         assert tokens[0] >= 0.5 * grid["dapo_epoch_tokens"] and tokens[1] > tokens[0], (method, tokens)
     stages = ["start_policy", "stage_a", "critic", "stage_b", "actor", "grid_dapo", "grid_response", "grid_rft"]
-    stages.append("evaluation")
+    stages += ["round_2", "evaluation"]
     assert list(report["stages"]) == stages and all(s >= 0 for s in report["stages"].values())
     assert report["seconds"] == pytest.approx(sum(report["stages"].values()))
 
     printed = capsys.readouterr().out
-    for line in ("start policy", "RFT baseline", "response-level baseline", "DAPO (step-level)", "DAPO - RFT", "total"):
+    lines = ["start policy", "RFT baseline", "response-level baseline", "DAPO (step-level)", "DAPO - RFT", "total"]
+    for line in [*lines, "DAPO, round 2", "DAPO round 2 - DAPO"]:
         assert line in printed, line
 
     start_logs = _scalars(out / "tb" / "start_policy")
@@ -113,13 +127,15 @@ def test_shortened_demo_end_to_end(tmp_path, monkeypatch, capsys):
         out / "grid/rft/lr0.0001-ep2/hf/model.safetensors",
         out / "grid/response/lr0.0001-ep1/hf/model.safetensors",
         round_dir / "actor/hf/model.safetensors",
+        out / "round-2/iter-01/actor/hf/model.safetensors",
     ]
     mtimes = [p.stat().st_mtime_ns for p in weights]
     cli_main(args)
     assert [p.stat().st_mtime_ns for p in weights] == mtimes
     again = json.loads((out / "report.json").read_text())
     assert {k: again["stages"][k] for k in stages[:-1]} == {k: report["stages"][k] for k in stages[:-1]}
-    assert [again[k]["accuracy"] for k in ("start", *METHODS)] == [report[k]["accuracy"] for k in ("start", *METHODS)]
+    names = ("start", *METHODS, "dapo_round2")
+    assert [again[k]["accuracy"] for k in names] == [report[k]["accuracy"] for k in names]
     # resuming with other settings would silently reuse the old start policy and baseline: refused
     with pytest.raises(ValueError, match="seed differ"):
         cli_main([*args[:6], "2", *args[7:]])

@@ -43,6 +43,7 @@ def _action(action: str, advantage: float, ref_logprob: float = -0.1, state: str
         "action": action,
         "advantage": advantage,
         "ref_logprob": ref_logprob,
+        "weight": 1.0,
     }
 
 
@@ -84,6 +85,8 @@ def test_loss_targets_by_hand():
     assert targets["gradient_share_on_low_probability"] == pytest.approx(1.5 / 8)
     assert targets["a_over_beta_quantiles"]["0.5"] == pytest.approx(3.0)
     assert math.exp(-3.0) < 0.1
+    actions[0]["weight"], actions[1]["weight"] = 1.5, 0.5  # by count: "a" came 3 times, "b" once
+    assert loss_targets(actions, beta=0.1)["gradient_share_on_low_probability"] == pytest.approx(0.75 / 8)
 
 
 def test_transitions_count_fixed_and_broken_problems():
@@ -107,3 +110,23 @@ def test_the_readme_table_has_a_column_per_seed_and_every_row():
     assert "| 50.0% [45.0, 55.0] (lr0.0001-ep1) |" in lines[2]
     assert lines[2 + len(ROWS)].endswith("| +2.1 [-1.0, +5.2] | +2.1 [-1.0, +5.2] |")
     assert lines[-1] == "| seconds: a / b | 1 / 30 | 1 / 30 |"
+
+
+def test_the_readme_table_shows_round_2_when_every_run_has_it():
+    from dapo.pipeline.demo_diagnostics import (
+        DIFFERENCE_ROWS,
+        ROUND_2_DIFFERENCE_ROWS,
+        ROUND_2_ROWS,
+        ROWS,
+        readme_table,
+    )
+
+    entry = {"accuracy": 0.5, "ci95": [0.45, 0.55], "chosen": "-"}
+    difference = {"difference": 0.0, "ci95": [-0.01, 0.01]}
+    keys = [key for _, key in ROWS + ROUND_2_ROWS]
+    differences = [key for _, key in DIFFERENCE_ROWS + ROUND_2_DIFFERENCE_ROWS]
+    both = {"seed": 0, "stages": {"a": 1.0}} | dict.fromkeys(keys, entry) | dict.fromkeys(differences, difference)
+    table = readme_table([both, both | {"seed": 1}])
+    assert "| DAPO, round 2 |" in table and "| DAPO round 2 - RFT |" in table
+    one_round = {k: v for k, v in both.items() if "round2" not in k}
+    assert "round 2" not in readme_table([both, one_round])

@@ -60,21 +60,25 @@ def sum_per_action(token_logprobs: torch.Tensor, token_action: torch.Tensor, n_a
     return out.index_add(0, token_action, token_logprobs)
 
 
-def mean_per_state(per_action: torch.Tensor, action_state: torch.Tensor) -> torch.Tensor:
-    """per_action (a,), action_state (a,) -> mean over states of the mean over each state's actions (scalar).
+def mean_per_state(
+    per_action: torch.Tensor, action_state: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """per_action (a,), action_state (a,), weights (a,) or None -> mean over states of the weighted mean over each
+    state's actions (scalar); None weighs a state's actions equally.
 
-    Weighting every state equally (s ~ D, then a ~ uniform over its unique actions) makes the loss of a batch of
-    k states equal the mean of k one-state batches, so accumulating micro-batches that hold equally many states
-    (e.g. one each) matches one larger batch exactly."""
+    Weighting every state equally (s ~ D, then a ~ nu(. | s) over its unique actions, nu given by `weights`) makes
+    the loss of a batch of k states equal the mean of k one-state batches, so accumulating micro-batches that hold
+    equally many states (e.g. one each) matches one larger batch exactly."""
     n_states = int(action_state.max()) + 1 if action_state.numel() else 0
     if n_states == 0:
         return per_action.sum() * 0.0
+    w = torch.ones_like(per_action) if weights is None else weights.to(per_action.dtype)  # (a,)
     totals = torch.zeros(n_states, dtype=per_action.dtype, device=per_action.device).index_add(
-        0, action_state, per_action
+        0, action_state, w * per_action
     )
-    counts = torch.bincount(action_state, minlength=n_states).to(per_action.dtype)  # (states,)
-    present = counts > 0
-    return (totals[present] / counts[present]).mean()
+    mass = torch.zeros(n_states, dtype=per_action.dtype, device=per_action.device).index_add(0, action_state, w)
+    present = mass > 0
+    return (totals[present] / mass[present]).mean()
 
 
 class DapoLoss(NamedTuple):
@@ -89,11 +93,13 @@ def dapo_loss(
     advantages: torch.Tensor,
     action_state: torch.Tensor,
     beta: float = 0.01,
+    weights: torch.Tensor | None = None,
 ) -> DapoLoss:
     """DAPO's actor loss (paper eq. 12), in fp32: 1/2 (A(s,a)/beta - [log pi_theta(a|s) - log pi_ref(a|s)])^2,
-    averaged per state, then over states (`mean_per_state`).
+    averaged per state (weighted by `weights`, the exploratory distribution nu; None: uniform), then over states
+    (`mean_per_state`).
 
-    logprobs, ref_logprobs, advantages, action_state: (a,). Its minimiser sets the log-ratio of every action to
+    logprobs, ref_logprobs, advantages, action_state, weights: (a,). Its minimiser sets the log-ratio of every action to
     A/beta: actions better than the state's average gain probability, worse ones lose it, by an amount set by
     beta (smaller beta = larger moves away from the reference). No clipping and no importance ratio.
     """
@@ -101,4 +107,4 @@ def dapo_loss(
         raise ValueError(f"beta must be positive, got {beta}")
     log_ratio = logprobs.float() - ref_logprobs.float()
     per_action = 0.5 * (advantages.float() / beta - log_ratio) ** 2
-    return DapoLoss(mean_per_state(per_action, action_state), log_ratio, per_action)
+    return DapoLoss(mean_per_state(per_action, action_state, weights), log_ratio, per_action)

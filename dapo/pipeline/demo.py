@@ -8,11 +8,14 @@ On the bundled `arith` task, with nothing downloaded:
      (A = r - mean r over the problem's samples), and rejection-sampling fine-tuning (RFT) on the correct samples;
   4. tuning: every method (DAPO and both baselines) trained at each point of the same (lr, epochs) grid for the
      same tokens, its point chosen on validation problems carved from the train split (`dapo.pipeline.demo_grid`);
-  5. evaluation: the chosen policies on the held-out test problems, greedy, with 95% intervals and paired
+  5. optionally (`rounds: 2`) DAPO's second round: `dapo iterate` again from round 1's chosen policy (new Stage A
+     samples from it, a critic that starts from round 1's, the shipped actor settings, no further tuning);
+  6. evaluation: the chosen policies on the held-out test problems, greedy, with 95% intervals and paired
      differences.
 
 Everything lands in `out`: policy/, iterate/ (round 1's artifacts and TensorBoard logs), grid/ (every grid point's
-policy, and validation.json), tb/ (the fine-tuning loss curves and the accuracies), timings.json and report.json.
+policy, and validation.json), round-2/ (with `rounds: 2`), tb/ (the fine-tuning loss curves and the accuracies),
+timings.json and report.json.
 A rerun skips finished stages.
 
     dapo demo --out runs/demo            (or: make demo)
@@ -37,7 +40,7 @@ from torch.utils.tensorboard import SummaryWriter
 from dapo.core.stats import paired_difference_ci95
 from dapo.generation.hf_generator import HFGenerator
 from dapo.pipeline.configs import deep_merge, fit_overlay, load_config
-from dapo.pipeline.demo_grid import METHODS, Round, TuningGrid, tune
+from dapo.pipeline.demo_grid import METHODS, Round, TuningGrid, tune, validate_policy
 from dapo.pipeline.iterate import iterate
 from dapo.pipeline.tiny_model import tiny_model_for_task
 from dapo.records import write_json
@@ -103,6 +106,7 @@ def demo(
     fit_overlays: list[str] | None = None,
     evaluation: Evaluation | None = None,
     grid: TuningGrid | None = None,
+    rounds: int = 1,
 ) -> dict[str, Any]:
     """Run the embedded demo: start policy, DAPO and two outcome-only baselines, tuned alike; write report.json.
 
@@ -116,7 +120,11 @@ def demo(
             sections are merged into both fits of every round.
         evaluation: held-out evaluation settings.
         grid: the (lr, epochs) grid every method is tuned over, and the validation problems that choose.
+        rounds: 1, or 2 to also run DAPO's second round from round 1's chosen policy and report it beside the rest
+            (the baselines stay at one round: round 2 samples again, so it sees twice the samples).
     """
+    if rounds not in (1, 2):
+        raise ValueError(f"rounds must be 1 or 2, got {rounds}")
     began = time.perf_counter()
     task, start = task or ArithTask(), start or StartPolicy()
     evaluation, grid = evaluation or Evaluation(), grid or TuningGrid()
@@ -124,6 +132,7 @@ def demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = _iterate_plan(iterate_config, fit_overlays or [], seed, task, out_dir)  # a bad path fails before training
     _check_settings(out_dir, {"seed": seed, "task": asdict(task), "start": asdict(start), "grid": asdict(grid)})
+    # `rounds` is left out: going from 1 to 2 on a finished run only adds round 2
     stages = DemoStages.load(out_dir / "timings.json")
     policy = out_dir / "policy"
     if not policy.exists():
@@ -135,8 +144,11 @@ def demo(
     round_ = Round(round_1, policy, _fit_config(plan, "actor"))
     limit, tokens = _stage_a_problems(plan), evaluation.max_new_tokens
     tuning = tune(round_, grid, task, grid_dir, seed, limit, tokens, stages.timed)
+    paths = {"start": policy, **{m: Path(tuning["paths"][m]) for m in METHODS}}
+    if rounds == 2:
+        paths[ROUND_2] = _second_round(plan, Path(tuning["paths"]["dapo"]), round_1, out_dir / "round-2", stages)
+        tuning["scores"][ROUND_2] = {"-": validate_policy(paths[ROUND_2], task, grid, limit, tokens)}
     with stages.timed("evaluation"):
-        paths = {"start": policy, **{m: Path(tuning["paths"][m]) for m in METHODS}}
         results = {name: _evaluate(path, task, evaluation) for name, path in paths.items()}
     report = build_report(task, seed, results, paths, round_1, tuning, stages.seconds)
     report["wall_seconds"] = time.perf_counter() - began
@@ -144,6 +156,20 @@ def demo(
     _log_accuracies(out_dir / "tb", report)
     print(format_table(report))
     return report
+
+
+ROUND_2 = "dapo_round2"
+
+
+def _second_round(plan: dict[str, Any], start: Path, round_1: Path, out: Path, stages: DemoStages) -> Path:
+    """DAPO's round 2: `iterate` once more from `start` (round 1's chosen policy), its critic starting from round 1's,
+    with the shipped critic and actor settings; resumed if it finished before."""
+    actor = out / "iter-01" / "actor" / "hf"
+    settings = {**plan, "iterations": 1, "critic_init": str(round_1 / "critic" / "hf")}
+    if actor.exists():
+        return actor
+    with stages.timed("round_2"):
+        return iterate(policy_path=str(start), out_dir=str(out), **settings)
 
 
 def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
@@ -249,6 +275,18 @@ DIFFERENCES = {  # report key: (before, after)
     "dapo_minus_response": ("response", "dapo"),
     "dapo_minus_rft": ("rft", "dapo"),
 }
+ROUND_2_NAME = "DAPO round 2, from round 1's chosen policy: new samples, the shipped actor settings, not tuned"
+ROUND_2_DIFFERENCES = {
+    "dapo_round2_minus_dapo": ("dapo", ROUND_2),
+    "dapo_round2_minus_start": ("start", ROUND_2),
+    "dapo_round2_minus_response": ("response", ROUND_2),
+    "dapo_round2_minus_rft": ("rft", ROUND_2),
+}
+
+
+def _differences(round_2: bool) -> dict[str, tuple[str, str]]:
+    """The paired differences to report: round 2's too when it ran."""
+    return {**DIFFERENCES, **(ROUND_2_DIFFERENCES if round_2 else {})}
 
 
 def build_report(
@@ -272,9 +310,12 @@ def build_report(
         return policy(name, method=METHOD_NAMES[name], chosen=chosen, validation=tuning["scores"][name][chosen])
 
     seconds = {**_round_seconds([round_dir]), **stage_seconds}
-    order = ["start_policy", "stage_a", "critic", "stage_b", "actor", *(f"grid_{m}" for m in METHODS), "evaluation"]
-    seconds = {key: seconds[key] for key in order if key in seconds}
-    differences = {key: _difference(results[a], results[b]) for key, (a, b) in DIFFERENCES.items()}
+    order = ["start_policy", "stage_a", "critic", "stage_b", "actor", *(f"grid_{m}" for m in METHODS), "round_2"]
+    round_2 = ROUND_2 in results
+    seconds = {key: seconds[key] for key in [*order, "evaluation"] if key in seconds and (round_2 or key != "round_2")}
+    differences = {key: _difference(results[a], results[b]) for key, (a, b) in _differences(round_2).items()}
+    validation = tuning["scores"].get(ROUND_2, {}).get("-")
+    second = {ROUND_2: policy(ROUND_2, method=ROUND_2_NAME, chosen="-", validation=validation)} if round_2 else {}
     return {
         "task": task.name,
         "test_problems": results["start"].n,
@@ -282,6 +323,7 @@ def build_report(
         "seed": seed,
         "start": policy("start", chosen="-", validation=tuning["scores"]["start"]["-"]),
         **{name: method(name) for name in METHODS},
+        **second,
         **differences,
         "grid": tuning,
         "test_scores": {name: result.scores for name, result in results.items()},  # per problem, for pairing
@@ -307,7 +349,7 @@ def _round_seconds(rounds: list[Path]) -> dict[str, float]:
 def _log_accuracies(tb_dir: Path, report: dict[str, Any]) -> None:
     """Held-out accuracy of each policy (a scalar per TensorBoard run), the validation accuracy of every grid point
     (one run per method, a scalar per point in grid order) and the printed table as text."""
-    for name in ("start", *METHODS):
+    for name in ("start", *METHODS, *([ROUND_2] if ROUND_2 in report else [])):
         run = "start_policy" if name == "start" else name  # the start policy's fine-tuning logs there too
         with contextlib.closing(SummaryWriter(str(tb_dir / run))) as writer:
             writer.add_scalar("eval/accuracy", report[name]["accuracy"], 0)
@@ -324,7 +366,8 @@ def _pct(x: float) -> str:
 def format_table(report: dict[str, Any]) -> str:
     """The table printed at the end of the demo."""
     n = report["test_problems"]
-    rows = [("start policy", report["start"])] + [(TABLE_NAMES[m], report[m]) for m in METHODS]
+    names = [*METHODS, *([ROUND_2] if ROUND_2 in report else [])]
+    rows = [("start policy", report["start"])] + [(TABLE_NAMES[m], report[m]) for m in names]
     lines = [f"dapo demo: {report['task']}, {n} held-out problems, greedy decoding, seed {report['seed']}", ""]
     lines.append(f"{'policy':<26}{'accuracy':>10}   95% interval     chosen on validation")
     for name, entry in rows:
@@ -333,7 +376,7 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"{name:<26}{_pct(entry['accuracy']):>10}   [{_pct(low)}, {_pct(high)}]   {chosen}".rstrip())
     lines.append("")
     lines.append(f"{'paired difference':<26}{'points':>10}   95% interval")
-    for key, (before, after) in DIFFERENCES.items():
+    for key, (before, after) in _differences(ROUND_2 in report).items():
         diff, (low, high) = report[key]["difference"], report[key]["ci95"]
         name = f"{SHORT_NAMES[after]} - {SHORT_NAMES[before]}"
         lines.append(f"{name:<26}{100 * diff:>+10.1f}   [{100 * low:+.1f}, {100 * high:+.1f}]")
@@ -345,5 +388,10 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-TABLE_NAMES = {"dapo": "DAPO (step-level)", "response": "response-level baseline", "rft": "RFT baseline"}
-SHORT_NAMES = {"start": "start", "dapo": "DAPO", "response": "response", "rft": "RFT"}
+TABLE_NAMES = {
+    "dapo": "DAPO (step-level)",
+    "response": "response-level baseline",
+    "rft": "RFT baseline",
+    ROUND_2: "DAPO, round 2",
+}
+SHORT_NAMES = {"start": "start", "dapo": "DAPO", "response": "response", "rft": "RFT", ROUND_2: "DAPO round 2"}

@@ -8,7 +8,8 @@ From a finished demo folder (`dapo demo --out DIR`), for round 1:
   (mean reward of the completions that start with the action, minus the state's mean);
 - `targets`: the A/beta the DAPO loss aims the log-ratio at (quantiles, share beyond +-3 nats) and the share of the
   initial gradient on actions the reference policy gives under 0.1 probability (at the start the loss gradient of
-  an action is proportional to |A|/beta over the state's action count; greedy decoding never picks such actions);
+  an action is proportional to |A|/beta times its share of the state's loss, its `weight` over the state's total;
+  greedy decoding never picks such actions);
 - `decisive`: at states whose next step needs a carry or a borrow (where the start policy slips), the mean
   probability each policy gives the right step;
 - `transitions`: on the test problems, how many each method fixed (wrong -> right) and broke (right -> wrong)
@@ -108,13 +109,13 @@ def mc_sign_accuracy(states: Sequence[Mapping[str, Any]], examples: Mapping[str,
 
 
 def loss_targets(actions: Sequence[Mapping[str, Any]], beta: float) -> dict[str, Any]:
-    """A/beta quantiles, the share beyond +-FAR_TARGET nats, and the share of the initial gradient (|A|/beta over the
-    state's action count) that goes to actions the reference gives under LOW_PROBABILITY."""
-    per_state: dict[str, int] = {}
+    """A/beta quantiles, the share beyond +-FAR_TARGET nats, and the share of the initial gradient (|A|/beta times the
+    action's share of its state's loss) that goes to actions the reference gives under LOW_PROBABILITY."""
+    per_state: dict[str, float] = {}
     for row in actions:
-        per_state[row["state_id"]] = per_state.get(row["state_id"], 0) + 1
+        per_state[row["state_id"]] = per_state.get(row["state_id"], 0.0) + row["weight"]
     targets = sorted(row["advantage"] / beta for row in actions)
-    weights = [abs(row["advantage"]) / beta / per_state[row["state_id"]] for row in actions]
+    weights = [abs(row["advantage"]) / beta * row["weight"] / per_state[row["state_id"]] for row in actions]
     low = [w for w, row in zip(weights, actions, strict=True) if math.exp(row["ref_logprob"]) < LOW_PROBABILITY]
 
     def quantile(q: float) -> float:
@@ -201,8 +202,19 @@ DIFFERENCE_ROWS = (
 )
 
 
+ROUND_2_ROWS = (("DAPO, round 2", "dapo_round2"),)
+ROUND_2_DIFFERENCE_ROWS = (
+    ("DAPO round 2 - DAPO", "dapo_round2_minus_dapo"),
+    ("DAPO round 2 - response-level", "dapo_round2_minus_response"),
+    ("DAPO round 2 - RFT", "dapo_round2_minus_rft"),
+)
+
+
 def readme_table(reports: Sequence[Mapping[str, Any]]) -> str:
-    """The README's markdown table of demo runs, one column per run."""
+    """The README's markdown table of demo runs, one column per run (round 2's rows when every run has one)."""
+    round_2 = all("dapo_round2" in r for r in reports)
+    rows = ROWS + (ROUND_2_ROWS if round_2 else ())
+    difference_rows = DIFFERENCE_ROWS + (ROUND_2_DIFFERENCE_ROWS if round_2 else ())
 
     def accuracy(entry: Mapping[str, Any]) -> str:
         low, high = entry["ci95"]
@@ -213,8 +225,8 @@ def readme_table(reports: Sequence[Mapping[str, Any]]) -> str:
         return f"{100 * entry['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
 
     lines = ["| | " + " | ".join(f"seed {r['seed']}" for r in reports) + " |", "|---" * (len(reports) + 1) + "|"]
-    lines += [f"| {name} | " + " | ".join(accuracy(r[key]) for r in reports) + " |" for name, key in ROWS]
-    lines += [f"| {name} | " + " | ".join(difference(r[key]) for r in reports) + " |" for name, key in DIFFERENCE_ROWS]
+    lines += [f"| {name} | " + " | ".join(accuracy(r[key]) for r in reports) + " |" for name, key in rows]
+    lines += [f"| {name} | " + " | ".join(difference(r[key]) for r in reports) + " |" for name, key in difference_rows]
     stages = " / ".join(reports[0]["stages"])
     lines.append(
         f"| seconds: {stages} | "

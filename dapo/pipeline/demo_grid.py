@@ -4,8 +4,8 @@ the training split (never the test split).
 
 Methods, all starting from the same start policy:
 - `dapo`: the actor on round 1's Stage B actions (step-level advantages from the critic);
-- `response`: the same actor, loss and beta on response-level actions (`dapo.stages.response_advantages`: whole
-  responses, A = r - mean r over the problem's samples; outcome only);
+- `response`: the same actor, loss, beta and action weighting on response-level actions
+  (`dapo.stages.response_advantages`: whole responses, A = r - mean r over the problem's samples; outcome only);
 - `rft`: rejection-sampling fine-tuning on every distinct correct sample (outcome only, no loss family).
 "epochs" E means E times the tokens of one epoch of the DAPO actor: every method trains for the same tokens at the
 same grid point. Every fit trains on all of its data (no share held out for a validation loss).
@@ -129,6 +129,12 @@ def tune(
     }
 
 
+def validate_policy(path: Path, task: ArithTask, grid: TuningGrid, stage_a_problems: int, max_new_tokens: int) -> float:
+    """Greedy accuracy of the policy at `path` on the grid's validation problems."""
+    examples = validation_examples(task, grid.validation, stage_a_problems)
+    return _validate(path, task, examples, max_new_tokens).accuracy
+
+
 def _validate(path: Path, task: ArithTask, examples: list[dict[str, Any]], max_new_tokens: int) -> EvalResult:
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
     return evaluate_examples(HFGenerator.from_pretrained(str(path)), task, examples, params, split="validation")
@@ -179,7 +185,10 @@ def _fit_response(
     if (out / "tokens.json").exists():  # written last: the point is finished
         return out / "hf"
     if not (root / "summary.json").exists():
-        settings = ResponseAdvantageConfig(str(round_.folder / "stage_a"), str(round_.policy), str(root), grid.min_gap)
+        weighting = round_.actor_base.get("advantages", {}).get("action_weight", "uniform")  # as DAPO's actions
+        stage_a = str(round_.folder / "stage_a")
+        policy = str(round_.policy)
+        settings = ResponseAdvantageConfig(stage_a, policy, str(root), grid.min_gap, action_weight=weighting)
         run_response_advantages(settings)
     config = _actor_config(round_, lr, 1, root / "actions")
     config["advantages"] = {"critic_path": None}  # the actions are made above, not by Stage B

@@ -64,6 +64,10 @@ def _outside_unit(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.or_(pc.less(column, 0.0), pc.greater(column, 1.0))
 
 
+def _not_positive(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.less_equal(column, 0.0)
+
+
 def _positive_logprob(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.greater(column, LOGPROB_SLACK)
 
@@ -91,6 +95,8 @@ RULES: dict[str, list[Rule]] = {
         Rule("advantage", NOT_FINITE, _not_finite),
         Rule("ref_logprob", NOT_FINITE, _not_finite),
         Rule("ref_logprob", "a log-probability above 0", _positive_logprob),
+        Rule("weight", NOT_FINITE, _not_finite),
+        Rule("weight", "not above 0", _not_positive),
     ],
 }
 UNIQUE = {"problems": "id", "solutions": "solution_id", "states": "state_id"}  # actions repeat their state_id

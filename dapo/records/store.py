@@ -16,7 +16,8 @@ Schemas (one row each):
              sampled from s_t), completion_rewards, completion_truncated (the token limit cut it off).
 - actions:   state_id, problem_id, prompt, state_steps (s = prompt + state_steps), action (candidate next step),
              value (V(s + action)), advantage, is_terminal (the action ends the solution), ref_logprob
-             (log pi_ref(action | s), summed over the action's tokens).
+             (log pi_ref(action | s), summed over the action's tokens), weight (its share of the state's loss,
+             nu(a | s); a state's weights average 1).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ SCHEMAS: dict[str, Features] = {
             "advantage": _FLOAT,
             "is_terminal": _BOOL,
             "ref_logprob": _FLOAT,
+            "weight": _FLOAT,
         }
     ),
 }
@@ -93,6 +95,7 @@ SCHEMAS: dict[str, Features] = {
 DEFAULTS: dict[str, dict[str, Any]] = {
     "solutions": {"truncated": lambda row: False},  # not recorded before dapo 0.2
     "states": {"completion_truncated": lambda row: [False] * len(row.get("completions") or [])},
+    "actions": {"weight": lambda row: 1.0},  # every action of a state weighed the same
 }
 
 

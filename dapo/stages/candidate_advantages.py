@@ -22,10 +22,11 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -76,10 +77,15 @@ class AdvantageConfig:
     state's rollouts that began with a, the critic's value counting as k of them (0: the rollouts alone), as
     `blend_with_rollouts` computes. On the demo's arith (seed 0), against exact step labels the critic's advantage
     had the right sign for 69% of kept actions and the rollouts' for 91% (docs/demo.md)."""
+    action_weight: ActionWeighting = "uniform"
+    """Each unique action's share of its state's loss (the exploratory distribution nu): "uniform" (the paper) or
+    "count" (how many of the state's candidates were that action; see `select_actions`)."""
 
     def __post_init__(self) -> None:
         if self.critic_weight is not None and self.critic_weight < 0:
             raise ValueError(f"critic_weight must be >= 0 or None, got {self.critic_weight}")
+        if self.action_weight not in ("uniform", "count"):
+            raise ValueError(f"action_weight must be 'uniform' or 'count', got {self.action_weight!r}")
         if self.min_gap < 0:
             raise ValueError(f"min_gap must be >= 0, got {self.min_gap}")
         if self.max_tokens < 1:
@@ -94,10 +100,14 @@ class Candidate(NamedTuple):
     reward: float  # the completion's reward
 
 
+ActionWeighting = Literal["uniform", "count"]
+
+
 class ScoredAction(NamedTuple):
     candidate: Candidate
     value: float  # V(s + a)
     advantage: float
+    weight: float = 1.0  # its share of the state's loss, nu(a | s), scaled so a state's weights average 1
 
 
 class ScoringWork(NamedTuple):
@@ -173,16 +183,26 @@ def blend_with_rollouts(cands: Sequence[Candidate], critic: Sequence[float], wei
     return blended
 
 
-def select_actions(cands: Sequence[Candidate], values: Sequence[float], min_gap: float) -> list[ScoredAction]:
+def select_actions(
+    cands: Sequence[Candidate], values: Sequence[float], min_gap: float, weighting: ActionWeighting = "uniform"
+) -> list[ScoredAction]:
     """Advantages against the mean over all candidates, then the unique actions in first-seen order; [] when the
-    gap max A - min A is under `min_gap`."""
+    gap max A - min A is under `min_gap`. `weighting` sets each unique action's weight in its state's loss:
+    "uniform" (the paper: all equal) or "count" (how many candidates were that action: the sampling policy's own
+    distribution, so a slip seen once among 8 weighs 1/8 of the state, not 1/2)."""
     if not cands or len(cands) != len(values):
         raise ValueError(f"need one value per candidate, got {len(cands)} candidates and {len(values)} values")
+    if weighting not in ("uniform", "count"):
+        raise ValueError(f"action weighting must be 'uniform' or 'count', got {weighting!r}")
     baseline = sum(values) / len(values)
     unique: dict[tuple[str, bool], ScoredAction] = {}
+    counts: Counter[tuple[str, bool]] = Counter()
     for cand, value in zip(cands, values, strict=True):
         unique.setdefault((cand.action, cand.is_terminal), ScoredAction(cand, value, value - baseline))
+        counts[cand.action, cand.is_terminal] += 1
     kept = list(unique.values())
+    if weighting == "count":  # scaled to average 1 over the state's unique actions, as "uniform" does
+        kept = [a._replace(weight=counts[key] * len(kept) / len(cands)) for key, a in unique.items()]
     gap = max(a.advantage for a in kept) - min(a.advantage for a in kept)
     return kept if gap >= min_gap else []
 
@@ -271,6 +291,7 @@ def _action_row(state: _State, scored: ScoredAction, ref_logprob: float) -> dict
         "advantage": scored.advantage,
         "is_terminal": scored.candidate.is_terminal,
         "ref_logprob": ref_logprob,
+        "weight": scored.weight,
     }
 
 
@@ -329,7 +350,8 @@ def run_advantages(config: AdvantageConfig) -> AdvantageSummary:
     if config.critic_weight is not None:
         values = [blend_with_rollouts(s.cands, v, config.critic_weight) for s, v in zip(states, values, strict=True)]
     critic_done = time.perf_counter()
-    selected = [select_actions(s.cands, v, config.min_gap) for s, v in zip(states, values, strict=True)]
+    weighting = config.action_weight
+    selected = [select_actions(s.cands, v, config.min_gap, weighting) for s, v in zip(states, values, strict=True)]
     kept = [(s, acts) for s, acts in zip(states, selected, strict=True) if acts]
     logprobs, tokens_reference = (
         reference_logprobs(

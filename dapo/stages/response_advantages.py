@@ -31,6 +31,7 @@ from dapo.core.fingerprint import policy_fingerprint
 from dapo.core.steps import join_steps
 from dapo.records import Provenance, read_provenance, read_records, write_json, write_records
 from dapo.stages.candidate_advantages import (
+    ActionWeighting,
     Candidate,
     ScoredAction,
     reference_logprobs,
@@ -57,6 +58,9 @@ class ResponseAdvantageConfig:
     """Packed tokens per forward pass for the reference log-probs."""
     device: str | None = None
     """Where the reference policy scores; None: the first GPU if there is one, else CPU."""
+    action_weight: ActionWeighting = "uniform"
+    """Each unique response's share of its problem's loss, as Stage B's `action_weight` ("count": how many samples
+    were that response)."""
 
 
 class Sample(NamedTuple):
@@ -101,12 +105,14 @@ def group_by_problem(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
     return groups
 
 
-def response_actions(group: Sequence[Sample], min_gap: float) -> list[ScoredAction]:
+def response_actions(
+    group: Sequence[Sample], min_gap: float, weighting: ActionWeighting = "uniform"
+) -> list[ScoredAction]:
     """A = r - mean r over the whole group, then the unique responses in first-seen order; [] when the gap
     max A - min A is under `min_gap` (e.g. every response right, or every one wrong). Stage B's `select_actions`
     with each whole response as a terminal candidate valued at its reward."""
     cands = [Candidate(s.response, True, s.reward) for s in group]
-    return select_actions(cands, [s.reward for s in group], min_gap)
+    return select_actions(cands, [s.reward for s in group], min_gap, weighting)
 
 
 def run_response_advantages(config: ResponseAdvantageConfig) -> ResponseSummary:
@@ -116,7 +122,8 @@ def run_response_advantages(config: ResponseAdvantageConfig) -> ResponseSummary:
     if not samples:
         raise ValueError(f"{config.stage_a_dir}: Stage A holds no sampled responses")
     groups = group_by_problem(samples)
-    kept = [(g[0], acts) for g in groups.values() if (acts := response_actions(g, config.min_gap))]
+    chosen = {problem: response_actions(g, config.min_gap, config.action_weight) for problem, g in groups.items()}
+    kept = [(groups[problem][0], acts) for problem, acts in chosen.items() if acts]
     device = scoring_device(config.device)
     logprobs, tokens = (
         reference_logprobs([(s.prompt, acts) for s, acts in kept], config.policy_path, None, device, config.max_tokens)

@@ -153,7 +153,8 @@ class ActorModule(TrainableBackbone, L.LightningModule):
     def _loss(self, batch: Batch) -> tuple[DapoLoss, dict[str, torch.Tensor]]:
         logprobs = self.action_logprobs(batch)  # (a,)
         beta = self.hparams["beta"]
-        out = dapo_loss(logprobs, batch["ref_logprobs"], batch["advantages"], batch["action_state"], beta)
+        weights = batch["weights"]  # (a,)
+        out = dapo_loss(logprobs, batch["ref_logprobs"], batch["advantages"], batch["action_state"], beta, weights)
         return out, log_ratio_stats(out.log_ratio, batch["advantages"])
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
