@@ -237,24 +237,24 @@ def roll_out_shards(
     finished = finished_shards(out, mine, asdict(config), policy_hash)
     provenance = {"seed": config.seed, "config": asdict(config)}
     provenance |= {"policy_path": policy_path or None, "policy_hash": policy_hash or None}
-    dropped, sampled = SampleCounts(0, 0, 0), 0
+    counts, sampled = SampleCounts(0, 0, 0), 0
     total, done = sum(len(shards[i]) for i in mine), sum(len(shards[i]) for i in finished)
     desc = "rollouts" if world_size == 1 else f"rollouts (rank {rank} of {world_size})"
     with tqdm(total=total, initial=done, unit="problem", desc=desc, dynamic_ncols=True, position=rank) as bar:
         for i in mine:
             if i in finished:
                 continue
-            shard_dropped, shard_sampled = _run_shard(i, shards[i], config, generator, task, provenance)
-            dropped, sampled = dropped.plus(shard_dropped), sampled + shard_sampled
+            shard_counts, shard_sampled = _run_shard(i, shards[i], config, generator, task, provenance)
+            counts, sampled = counts.plus(shard_counts), sampled + shard_sampled
             bar.update(len(shards[i]))
             rate = (generator.tokens_generated - tokens_before) / max(time.perf_counter() - start, 1e-9)
             bar.set_postfix_str(f"{rate:.1f} tok/s")
     return ShardWork(
         shards_written=len(mine) - len(finished),
         shards_skipped=len(finished),
-        empty_dropped=dropped.empty,
-        duplicates_dropped=dropped.duplicates,
-        truncated_sampled=dropped.truncated,
+        empty_dropped=counts.empty,
+        duplicates_dropped=counts.duplicates,
+        truncated_sampled=counts.truncated,
         seconds=time.perf_counter() - start,
         tokens_generated=generator.tokens_generated - tokens_before,
         tokens_sampling=sampled,
@@ -293,7 +293,7 @@ def _run_shard(
     """Sample, keep, roll out and write one shard; returns the counts of dropped and cut-off samples, and the tokens
     generated while sampling."""
     before = generator.tokens_generated
-    solutions, dropped = _sample_solutions(index, problems, config, generator, task)
+    solutions, counts = _sample_solutions(index, problems, config, generator, task)
     sampled = generator.tokens_generated - before
     states = _rollout_states(index, solutions, config, generator, task)
     solution_rows = [
@@ -310,7 +310,7 @@ def _run_shard(
     out = Path(config.out_dir)
     write_records(solution_rows, shard_dir(out, "solutions", index), "solutions", Provenance(PRODUCER, **provenance))
     write_records(states, shard_dir(out, "states", index), "states", Provenance(PRODUCER, **provenance))
-    return dropped, sampled
+    return counts, sampled
 
 
 class SampleCounts(NamedTuple):
