@@ -135,7 +135,7 @@ def test_records_without_the_flags_read_as_not_cut_off(tmp_path: Path) -> None:
         "completions": ["a\nb", "a\nb"],
         "completion_rewards": [1.0, 1.0],
     }
-    Dataset.from_list([old_solution]).save_to_disk(tmp_path / "solutions")  # a folder written by dapo 0.1
+    Dataset.from_list([old_solution]).save_to_disk(tmp_path / "solutions")  # a folder written before the flags existed
     (tmp_path / "states.jsonl").write_text(json.dumps(old_state) + "\n")
     assert read_records(tmp_path / "solutions", "solutions")[0]["truncated"] is False
     assert read_records(tmp_path / "states.jsonl", "states")[0]["completion_truncated"] == [False, False]

@@ -93,7 +93,7 @@ SCHEMAS: dict[str, Features] = {
 # Columns added after records were first written, with the value an older row means: a row or a saved dataset
 # without them reads (and a writer that leaves them out writes) that value.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "solutions": {"truncated": lambda row: False},  # not recorded before dapo 0.2
+    "solutions": {"truncated": lambda row: False},  # records from before truncation was recorded: not cut off
     "states": {"completion_truncated": lambda row: [False] * len(row.get("completions") or [])},
     "actions": {"weight": lambda row: 1.0},  # every action of a state weighed the same
 }
