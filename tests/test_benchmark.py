@@ -154,7 +154,14 @@ def test_evaluate_uses_the_chat_template_when_the_tokenizer_has_one(policy_dir, 
 
 @pytest.mark.parametrize(
     ("task", "data"),
-    [("humaneval", None), ("mbpp", "mbpp_sanitized.jsonl"), ("gsm8k", "gsm8k.jsonl"), ("math", "math500.jsonl")],
+    [
+        ("humaneval", None),
+        ("mbpp", "mbpp_sanitized.jsonl"),
+        ("gsm8k", "gsm8k.jsonl"),
+        ("math", "math500.jsonl"),
+        ("amc", "amc.jsonl"),
+        ("aime", "aime.jsonl"),
+    ],
 )
 def test_evaluate_runs_on_every_benchmark_task(task, data, policy_dir, tmp_path):
     """The arith policy cannot solve these; what is checked is that every task's loading, prompting, generation
@@ -183,7 +190,14 @@ class ReferenceSolutions:
 
 @pytest.mark.parametrize(
     ("name", "data"),
-    [("humaneval", None), ("mbpp", "mbpp.jsonl"), ("gsm8k", "gsm8k.jsonl"), ("math", "math.jsonl"), ("arith", None)],
+    [
+        ("humaneval", None),
+        ("mbpp", "mbpp.jsonl"),
+        ("gsm8k", "gsm8k.jsonl"),
+        ("math", "math.jsonl"),
+        ("arith", None),
+        ("aime", "aime.jsonl"),
+    ],
 )
 def test_reference_solutions_score_full_marks_through_evaluation(name, data):
     task = task_named(name, data and str(Path(__file__).parent / "fixtures" / "tasks" / data))

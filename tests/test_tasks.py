@@ -302,7 +302,7 @@ def test_the_bundled_humaneval_problems_load_offline_and_only_as_test():
 
 
 def test_task_named():
-    assert set(TASKS) == {"arith", "math", "gsm8k", "gsm_symbolic", "humaneval", "mbpp"}
+    assert set(TASKS) == {"arith", "math", "gsm8k", "gsm_symbolic", "humaneval", "mbpp", "amc", "aime"}
     for name, cls in TASKS.items():
         task = task_named(name)
         assert type(task) is cls and task.name == name
@@ -310,7 +310,7 @@ def test_task_named():
     gsm8k = task_named("gsm8k", data=path)
     assert isinstance(gsm8k, GSM8KTask) and gsm8k.data == path
     assert isinstance(task_named("arith"), ArithTask)
-    known = "arith, gsm8k, gsm_symbolic, humaneval, math, mbpp"
+    known = "aime, amc, arith, gsm8k, gsm_symbolic, humaneval, math, mbpp"
     with pytest.raises(ValueError, match=rf"unknown task 'gsm9k'; known tasks: {known}"):
         task_named("gsm9k")
     with pytest.raises(ValueError, match=r"'arith' generates its problems"):

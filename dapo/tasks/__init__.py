@@ -2,6 +2,7 @@
 
 from .arith import ArithTask
 from .base import Example, Task, chat_renderer, problem_rows, write_problems
+from .competition import AIMETask, AMCTask
 from .gsm8k import GSM8KTask
 from .gsm_symbolic import GSMSymbolicTask
 from .humaneval import HumanEvalTask
@@ -15,6 +16,8 @@ TASKS: dict[str, type[Task]] = {
     GSMSymbolicTask.name: GSMSymbolicTask,
     HumanEvalTask.name: HumanEvalTask,
     MBPPTask.name: MBPPTask,
+    AMCTask.name: AMCTask,
+    AIMETask.name: AIMETask,
 }
 """Task classes by name, for `dapo evaluate --task NAME`."""
 GENERATED = (ArithTask.name, GSMSymbolicTask.name)
@@ -34,6 +37,8 @@ def task_named(name: str, data: str | None = None) -> Task:
 
 __all__ = [
     "TASKS",
+    "AIMETask",
+    "AMCTask",
     "ArithTask",
     "Example",
     "GSM8KTask",
