@@ -131,8 +131,8 @@ def demo(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = _iterate_plan(iterate_config, fit_overlays or [], seed, task, out_dir)  # a bad path fails before training
+    # `rounds` is left out of the checked settings: going from 1 to 2 on a finished run only adds round 2
     _check_settings(out_dir, {"seed": seed, "task": asdict(task), "start": asdict(start), "grid": asdict(grid)})
-    # `rounds` is left out: going from 1 to 2 on a finished run only adds round 2
     stages = DemoStages.load(out_dir / "timings.json")
     policy = out_dir / "policy"
     if not policy.exists():

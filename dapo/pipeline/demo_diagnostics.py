@@ -36,7 +36,8 @@ import yaml
 
 from dapo.core.steps import split_steps
 from dapo.records import read_records, write_json
-from dapo.stages.candidate_advantages import Candidate, ScoredAction, reference_logprobs, scoring_device
+from dapo.stages.action_selection import Candidate, ScoredAction
+from dapo.stages.candidate_advantages import reference_logprobs, scoring_device
 from dapo.tasks.arith import ArithTask, apply_op, carry_slip
 
 _STEP = re.compile(r"\s*(-?\d+)\s*([-+*])\s*(\d+)\s*=\s*(-?\d+)\s*")

@@ -30,14 +30,8 @@ from typing import Any, NamedTuple
 from dapo.core.fingerprint import policy_fingerprint
 from dapo.core.steps import join_steps
 from dapo.records import Provenance, read_provenance, read_records, write_json, write_records
-from dapo.stages.candidate_advantages import (
-    ActionWeighting,
-    Candidate,
-    ScoredAction,
-    reference_logprobs,
-    scoring_device,
-    select_actions,
-)
+from dapo.stages.action_selection import ActionWeighting, Candidate, ScoredAction, select_actions
+from dapo.stages.candidate_advantages import reference_logprobs, scoring_device
 
 PRODUCER = "dapo response advantages"
 
