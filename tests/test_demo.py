@@ -146,3 +146,41 @@ def test_demo_names_a_missing_config(tmp_path, monkeypatch):
     Path("short.yaml").write_text(yaml.safe_dump(SHORT))
     with pytest.raises(FileNotFoundError, match=r"configs/demo/iterate\.yaml not found"):
         cli_main(["demo", "--config", "short.yaml", "--out", "out"])
+
+
+@pytest.mark.slow
+def test_real_model_recipe_in_miniature(tmp_path, monkeypatch, tiny_model_dir):
+    """configs/real/demo.yaml's code path (a pretrained model as the start's base, its own iterate, critic and actor
+    configs) with a tiny base model and a few problems: the start policy is the base fine-tuned, not a new model."""
+    monkeypatch.chdir(tmp_path)
+    Path("configs").symlink_to(CONFIGS)
+    short = {**SHORT, "start": {"base_model": tiny_model_dir, "sft_steps": 60, "batch_size": 16}, "rounds": 1}
+    short["grid"] = {"lrs": [1e-4], "epochs": [1], "validation": 16}
+    Path("short.yaml").write_text(yaml.safe_dump(short))
+    cli_main(["demo", "--config", "configs/real/demo.yaml", "--config", "short.yaml", "--out", "out"])
+    out = Path("out")
+
+    base, start = (json.loads(Path(p, "config.json").read_text()) for p in (tiny_model_dir, out / "policy"))
+    assert start["hidden_size"] == base["hidden_size"] and start["vocab_size"] == base["vocab_size"]
+    assert not (out / ".policy.base").exists()  # no tiny model was built
+    assert json.loads((out / "demo.json").read_text())["start"]["base_model"] == tiny_model_dir
+    critic = yaml.safe_load((CONFIGS / "real/critic.yaml").read_text())
+    stage_a = json.loads((out / "iterate/iter-01/stage_a/summary.json").read_text())
+    assert stage_a["problems"] == critic["stage_a"]["rollout"]["limit"]  # the real recipe's own Stage A settings
+    report = json.loads((out / "report.json").read_text())
+    assert report["test_problems"] == 8 and set(report["grid"]["chosen"]) == set(METHODS)
+    assert not list(out.glob("grid/*/*/checkpoints"))  # finished points keep their export only
+    for name in ("start", *METHODS):
+        _check_policy_entry(report[name])
+
+
+def test_real_recipe_names_a_missing_base_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("configs").symlink_to(CONFIGS)
+    Path("short.yaml").write_text(yaml.safe_dump({key: SHORT[key] for key in ("task", "evaluation")}))
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["demo", "--config", "configs/real/demo.yaml", "--config", "short.yaml", "--out", "out"])
+    assert exit_info.value.code != 0
+    message = capsys.readouterr().err
+    assert "start.base_model runs/real/smollm2 does not exist" in message and "dapo import-gguf" in message
+    assert not Path("out/policy").exists()  # refused before training anything

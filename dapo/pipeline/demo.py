@@ -37,6 +37,7 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
+from dapo.core.errors import check_model_folder
 from dapo.core.stats import paired_difference_ci95
 from dapo.generation.hf_generator import HFGenerator
 from dapo.pipeline.configs import deep_merge, fit_overlay, load_config
@@ -55,8 +56,12 @@ FIT_SECTIONS = ("trainer", "data", "stage_a", "advantages")
 
 @dataclass
 class StartPolicy:
-    """The starting policy: a tiny Llama fine-tuned on solutions with the carry-slip habit."""
+    """The starting policy: a model fine-tuned on solutions with the carry-slip habit; by default a tiny Llama built
+    for the task, or an existing model (`base_model`)."""
 
+    base_model: str | None = None
+    """Hugging Face folder of a pretrained model to fine-tune instead of a tiny Llama (the vocab and layer sizes
+    below are then unused), e.g. SmolLM2-135M-Instruct from `dapo import-gguf` (configs/real/demo.yaml)."""
     vocab_size: int = 512
     hidden_size: int = 128
     num_layers: int = 4
@@ -131,6 +136,8 @@ def demo(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = _iterate_plan(iterate_config, fit_overlays or [], seed, task, out_dir)  # a bad path fails before training
+    if start.base_model is not None:
+        check_model_folder(start.base_model, "start.base_model", made_by=_import_command)
     # `rounds` is left out of the checked settings: going from 1 to 2 on a finished run only adds round 2
     _check_settings(out_dir, {"seed": seed, "task": asdict(task), "start": asdict(start), "grid": asdict(grid)})
     stages = DemoStages.load(out_dir / "timings.json")
@@ -189,16 +196,20 @@ def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
 
 
 def train_start_policy(task: ArithTask, settings: StartPolicy, out: Path, seed: int, tb_dir: Path) -> Path:
-    """A tiny Llama (BPE tokenizer from the task's texts) fine-tuned on carry-slipping solutions, written to `out`."""
+    """`settings.base_model`, or a tiny Llama (BPE tokenizer from the task's texts), fine-tuned on carry-slipping
+    solutions, written to `out`."""
     examples = task.load("train")
-    base = out.parent / f".{out.name}.base"
-    sizes = {
-        "vocab_size": settings.vocab_size,
-        "hidden_size": settings.hidden_size,
-        "num_layers": settings.num_layers,
-        "num_heads": settings.num_heads,
-    }
-    tiny_model_for_task(base, examples, task, **sizes, seed=seed, overwrite=True)
+    if settings.base_model is None:
+        base = out.parent / f".{out.name}.base"
+        sizes = {
+            "vocab_size": settings.vocab_size,
+            "hidden_size": settings.hidden_size,
+            "num_layers": settings.num_layers,
+            "num_heads": settings.num_heads,
+        }
+        tiny_model_for_task(base, examples, task, **sizes, seed=seed, overwrite=True)
+    else:
+        base = Path(settings.base_model)
     rng = random.Random(f"slip-{seed}")
     pairs = [(task.prompt(ex), slip_carries(ex, settings.slip_rate, rng)) for ex in examples]
     with contextlib.closing(SummaryWriter(str(tb_dir))) as writer:
@@ -212,8 +223,13 @@ def train_start_policy(task: ArithTask, settings: StartPolicy, out: Path, seed: 
             seed=seed,
             on_step=lambda step, loss: writer.add_scalar("sft/loss", loss, step),
         )
-    shutil.rmtree(base, ignore_errors=True)
+    if settings.base_model is None:
+        shutil.rmtree(base, ignore_errors=True)
     return out
+
+
+def _import_command(path: str) -> str:
+    return f"`dapo import-gguf --out {path}` (SmolLM2-135M-Instruct), or point it at any Hugging Face model folder"
 
 
 def _iterate_plan(

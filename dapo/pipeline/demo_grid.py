@@ -167,7 +167,15 @@ def _fit_dapo(round_: Round, lr: float, epochs: int, out: Path, seed: int) -> Pa
     if not (out / "hf").exists():
         config = _actor_config(round_, lr, epochs, round_.folder / "stage_b" / "actions")
         run_fit(place_outputs(deep_merge(config, {"seed_everything": seed}), out), out / "hf")
+    drop_checkpoints(out)
     return out / "hf"
+
+
+def drop_checkpoints(point: Path) -> None:
+    """Delete a finished grid point's checkpoints: its `hf` export is what the grid uses, and `last.ckpt` (weights
+    and optimizer state, 1.6 GB for a 135M-parameter model) only served resuming the fit; kept at every point, they
+    filled the disk in the real-model comparison (docs/real_model.md)."""
+    shutil.rmtree(point / "checkpoints", ignore_errors=True)
 
 
 def _is_the_rounds_own_fit(round_: Round, lr: float, epochs: int) -> bool:
@@ -198,6 +206,7 @@ def _fit_response(
     config = deep_merge(config, {"trainer": {"max_epochs": math.ceil(steps / batches), "max_steps": steps}})
     run_fit(place_outputs(deep_merge(config, {"seed_everything": seed}), out), out / "hf")
     write_json(out / "tokens.json", {"tokens": round(steps / batches * per_epoch), "steps": steps})
+    drop_checkpoints(out)
     return out / "hf"
 
 
