@@ -31,7 +31,9 @@ from .sampler import TokenBudgetBatchSampler
 Mode = Literal["critic", "actor"]
 _RECORD_KIND = {"critic": "states", "actor": "actions"}
 _COLUMNS = {
-    "critic": ["solution_id", "problem_id", "t", "prompt", "steps", "mc_value"],
+    # n_rollouts tells a sample cut off inside its first step (no steps, rollouts from its prompt) from an empty
+    # finished response (featurize.critic_items)
+    "critic": ["solution_id", "problem_id", "t", "prompt", "steps", "mc_value", "n_rollouts"],
     "actor": [
         *("state_id", "problem_id", "prompt", "state_steps", "action"),
         *("advantage", "is_terminal", "ref_logprob", "weight"),

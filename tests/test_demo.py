@@ -149,21 +149,23 @@ def test_demo_names_a_missing_config(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_real_model_recipe_in_miniature(tmp_path, monkeypatch, tiny_model_dir):
+def test_real_model_recipe_in_miniature(tmp_path, monkeypatch, policy_dir):
     """configs/real/demo.yaml's code path (a pretrained model as the start's base, its own iterate, critic and actor
-    configs) with a tiny base model and a few problems: the start policy is the base fine-tuned, not a new model."""
+    configs) with a tiny base model (already fine-tuned on arith, so that it solves some problems) and a few
+    problems: the start policy is the base fine-tuned, not a new model."""
     monkeypatch.chdir(tmp_path)
     Path("configs").symlink_to(CONFIGS)
-    short = {**SHORT, "start": {"base_model": tiny_model_dir, "sft_steps": 60, "batch_size": 16}, "rounds": 1}
+    start = {"base_model": policy_dir, "sft_steps": SFT_STEPS, "batch_size": 32, "lr": 3e-3}
+    short = {**SHORT, "start": start, "rounds": 1}
     short["grid"] = {"lrs": [1e-4], "epochs": [1], "validation": 16}
     Path("short.yaml").write_text(yaml.safe_dump(short))
     cli_main(["demo", "--config", "configs/real/demo.yaml", "--config", "short.yaml", "--out", "out"])
     out = Path("out")
 
-    base, start = (json.loads(Path(p, "config.json").read_text()) for p in (tiny_model_dir, out / "policy"))
-    assert start["hidden_size"] == base["hidden_size"] and start["vocab_size"] == base["vocab_size"]
+    base, tuned = (json.loads(Path(p, "config.json").read_text()) for p in (policy_dir, out / "policy"))
+    assert tuned["hidden_size"] == base["hidden_size"] and tuned["vocab_size"] == base["vocab_size"]
     assert not (out / ".policy.base").exists()  # no tiny model was built
-    assert json.loads((out / "demo.json").read_text())["start"]["base_model"] == tiny_model_dir
+    assert json.loads((out / "demo.json").read_text())["start"]["base_model"] == policy_dir
     critic = yaml.safe_load((CONFIGS / "real/critic.yaml").read_text())
     stage_a = json.loads((out / "iterate/iter-01/stage_a/summary.json").read_text())
     assert stage_a["problems"] == critic["stage_a"]["rollout"]["limit"]  # the real recipe's own Stage A settings

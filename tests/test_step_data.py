@@ -110,3 +110,18 @@ def test_val_fraction_holds_out_whole_problems(tmp_path, arith, tiny_model_dir):
 def test_no_training_records_is_an_error(tmp_path, tiny_model_dir):
     with pytest.raises(ValueError, match=r"no actions records to train on in .*empty"):
         _module(tmp_path, "actions", [], tiny_model_dir)
+
+
+def test_a_sample_cut_off_inside_its_first_step_trains_the_critic(tmp_path, arith, tiny_model_dir):
+    """Stage A keeps such a sample as a solution with no steps whose prompt state has rollouts; the module reads
+    the records (not just the dicts critic_items sees), so it must keep the column that tells it from an empty
+    response."""
+    rows = _states(arith, 2)
+    cut = {**rows[0], "solution_id": "cut", "state_id": "cut/t0", "t": 0, "steps": [], "mc_value": 0.25}
+    dm = _module(tmp_path, "states", [*rows, cut], tiny_model_dir)
+    assert len(dm.train_items) == 3
+    (item,) = [item for item in dm.train_items if item["key"] == "cut"]
+    assert item["targets"] == [0.25] and item["target_mask"] == [True]
+    finished = {**cut, "n_rollouts": 0}  # a finished response with no steps is empty: refused
+    with pytest.raises(RecordError, match="an empty response"):
+        _module(tmp_path / "empty", "states", [*rows, finished], tiny_model_dir)
