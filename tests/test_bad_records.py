@@ -165,7 +165,10 @@ def test_duplicate_problem_ids_and_bad_example_json_in_stage_a(tmp_path, arith, 
 
 def test_an_empty_response_is_refused(tmp_path, arith, tiny_model_dir):
     rows = _states(arith)
-    empty = dict(rows[0], state_id="empty/t0", solution_id="empty", steps=[], t=0)
+    # a finished response with no steps: its only state is terminal, so no rollouts (a sample cut off inside its
+    # first step has them, and is not empty: tests/test_step_data.py)
+    empty = dict(rows[0], state_id="empty/t0", solution_id="empty", steps=[], t=0, n_rollouts=0)
+    empty |= {"completions": [], "completion_rewards": [], "completion_truncated": []}
     path = write_records([*rows, empty], tmp_path / "states", "states", Provenance(producer="test"))
     with pytest.raises(RecordError, match=r"solution 'empty'.*an empty response"):
         _critic_data(path, tiny_model_dir)
