@@ -43,7 +43,7 @@ def policy_dir(tmp_path_factory, arith, tiny_model_dir) -> str:
 def critic_dir(tmp_path_factory, tiny_model_dir) -> str:
     """The tiny backbone with a value head (random, but saved, so every load gives the same critic)."""
     path = tmp_path_factory.mktemp("models") / "critic"
-    ValueModel.from_pretrained(tiny_model_dir).save_pretrained(path)
+    ValueModel.from_pretrained(tiny_model_dir, missing_head="init").save_pretrained(path)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
     return str(path)
 

@@ -78,7 +78,7 @@ def test_frozen_models_load_in_8bit_and_4bit(arith, tmp_path, wide_policy):
         assert [len(texts) for texts in quantized] == [len(texts) for texts in full]
 
     critic = tmp_path / "critic"
-    ValueModel.from_pretrained(wider).save_pretrained(critic)
+    ValueModel.from_pretrained(wider, missing_head="init").save_pretrained(critic)
     generator.tokenizer.save_pretrained(critic)
     states = write_records(candidate_state_rows(arith, 4), tmp_path / "states", "states", Provenance("test"))
     config = AdvantageConfig(str(states), str(critic), str(wider), str(tmp_path / "b"), min_gap=0.0)

@@ -55,7 +55,7 @@ def test_one_forward_equals_one_forward_per_state(tmp_path, arith, tiny_model_di
     path = write_records(_states(arith, 4), tmp_path / "states", "states", Provenance(producer="test"))
     dm = StepDataModule(mode="critic", train_path=str(path), tokenizer=tiny_model_dir)
     batch = next(iter(dm.train_dataloader()))
-    model = ValueModel.from_pretrained(tiny_model_dir).eval()
+    model = ValueModel.from_pretrained(tiny_model_dir, missing_head="init").eval()
     with torch.no_grad():
         full = model(batch["input_ids"], batch["attention_mask"])  # (b, s)
         for row in range(batch["input_ids"].shape[0]):
@@ -92,7 +92,8 @@ def test_training_changes_every_parameter_and_exports(tmp_path, arith, tiny_mode
     prompt, steps = "Question: 1 + 1\nSolution:\n", ["1 + 1 = 2\n", "Answer: 2"]
     exported = scorer.values([(prompt, steps)])[0]
     assert len(exported) == 3 and all(0.0 < v < 1.0 for v in exported)
-    fresh = StepScorer(ValueModel.from_pretrained(tiny_model_dir), scorer.tokenizer).values([(prompt, steps)])[0]
+    untrained = ValueModel.from_pretrained(tiny_model_dir, missing_head="init")
+    fresh = StepScorer(untrained, scorer.tokenizer).values([(prompt, steps)])[0]
     assert exported != pytest.approx(fresh)  # the head and backbone came back trained, not re-initialised
     loaded = ValueModel.from_pretrained(out)
     assert torch.equal(loaded.head.weight, module.model.head.weight)

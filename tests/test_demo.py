@@ -51,7 +51,7 @@ def test_shortened_demo_end_to_end(tmp_path, monkeypatch, capsys):
     for artifact in (
         "policy/model.safetensors",
         "iterate/iter-01/stage_a/summary.json",
-        "iterate/iter-01/critic/hf/value_head.safetensors",
+        "iterate/iter-01/critic/hf/README.md",  # the exported critic's model card
         "iterate/iter-01/stage_b/summary.json",
         "iterate/iter-01/actor/hf/model.safetensors",
         "grid/response/actions/provenance.json",

@@ -45,7 +45,7 @@ def test_iterate_export_and_evaluate_run_without_extras(tmp_path, policy_dir):
     done = run_without_extras([*args, "--iterations", "1"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     round_dir = tmp_path / "runs/arith/iterate/iter-01"
-    assert (round_dir / "critic/hf/value_head.safetensors").exists()
+    assert (round_dir / "critic/hf/README.md").exists()  # exported as a token classifier, with its model card
     assert (round_dir / "actor/hf/config.json").exists()
 
     ckpt = round_dir / "actor/checkpoints/last.ckpt"

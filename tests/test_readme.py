@@ -30,7 +30,7 @@ def test_the_in_python_examples_run_after_the_commands_before_them(tmp_path, mon
     section = _section("In Python")
     (commands,) = _blocks(section, "bash")
     examples = _blocks(section, "python")
-    assert len(examples) == 2
+    assert len(examples) == 3
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     for line in commands.splitlines():

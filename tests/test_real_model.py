@@ -52,7 +52,8 @@ def test_miniature_iteration_on_smollm2(tmp_path, monkeypatch, smollm2_path):
     assert stage_a["problems"] == 2 and stage_a["solutions"] == 4 and stage_a["tokens_generated"] > 0
 
     critic = ValueModel.from_pretrained(round_dir / "critic/hf")
-    assert critic.backbone.config.hidden_size == 576 and (round_dir / "critic/hf/value_head.safetensors").exists()
+    config = json.loads((round_dir / "critic/hf/config.json").read_text())
+    assert critic.backbone.config.hidden_size == 576 and config["architectures"] == ["LlamaForTokenClassification"]
     actions = read_records(round_dir / "stage_b/actions", "actions")
     assert actions.num_rows > 0 and all(lp < 0 for lp in actions["ref_logprob"])
     policy = AutoModelForCausalLM.from_pretrained(round_dir / "actor/hf")

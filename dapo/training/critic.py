@@ -91,7 +91,9 @@ class CriticModule(TrainableBackbone, L.LightningModule):
         if self.model is not None:  # idempotent: Lightning may call it again (resume, sharding)
             return
         # fp32 master weights whatever the checkpoint's dtype (the Trainer's `precision` does mixed precision)
-        model = ValueModel.from_pretrained(self.hparams["model_path"], dtype=torch.float32, **self.loading_kwargs())
+        model = ValueModel.from_pretrained(
+            self.hparams["model_path"], missing_head="init", dtype=torch.float32, **self.loading_kwargs()
+        )
         if self.lora is not None:
             model.backbone = add_lora(model.backbone, self.lora)  # the value head stays fully trainable
         self.model = self.shard(model.train())  # HF loads in eval mode
