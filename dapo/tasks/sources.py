@@ -225,3 +225,16 @@ def _at(p: Placed) -> str:
 def with_ids(rows: Sequence[Row], task: str, split: str) -> list[Row]:
     """Rows with a deterministic `"id"` (`{task}-{split}-{i:05d}`) where they have none; other fields untouched."""
     return [row if "id" in row else {"id": f"{task}-{split}-{i:05d}", **row} for i, row in enumerate(rows)]
+
+
+def with_own_ids(rows: Sequence[Row], field: str, source: str) -> list[Row]:
+    """Rows whose `"id"` is their own `field` (HumanEval's `task_id`: `HumanEval/0`), so outputs carry the ids
+    other tools use; a row that has an `"id"` keeps it. A repeated id raises, naming the source and the id."""
+    out, seen = [], set()
+    for row in rows:
+        row = row if "id" in row else {"id": str(row[field]), **row}
+        if row["id"] in seen:
+            raise ValueError(f"{source}: the id {row['id']!r} ({field}) appears more than once")
+        seen.add(row["id"])
+        out.append(row)
+    return out
