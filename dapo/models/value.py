@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -97,8 +97,7 @@ class ValueModel(nn.Module):
         (Path(path) / "README.md").write_text(model_card(type(classifier).__name__))
 
     def _save_legacy(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
-
+        """dapo 0.1's format: the backbone folder plus the head in its own file."""
         self.backbone.save_pretrained(str(path))
         head = {k: v.detach().contiguous() for k, v in self.head.state_dict().items()}
         save_file(head, str(Path(path) / VALUE_HEAD_FILE))
