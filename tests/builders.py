@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import yaml
+
+from dapo.cli import cli_main
 from dapo.core.steps import join_steps, split_steps
 from dapo.tasks import ArithTask
 
@@ -82,3 +86,13 @@ def reference_action_rows(task: ArithTask, n: int, repeat_first: bool = True) ->
                 }
             )
     return rows
+
+
+def iterate_in_miniature(run_root: str, policy: str | Path, iterate_config: Path, overlay: dict) -> Path:
+    """One `dapo iterate` round of a recipe's `iterate_config`, in the current folder, with `policy` placed where
+    the recipe looks for it (`run_root/policy`) and `overlay` shrinking it; returns the round's folder."""
+    Path(run_root).mkdir(parents=True)
+    Path(run_root, "policy").symlink_to(policy)
+    Path("miniature.yaml").write_text(yaml.safe_dump(overlay))
+    cli_main(["iterate", "--config", str(iterate_config), "--config", "miniature.yaml"])
+    return Path(run_root, "iterate/iter-01")

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
+from builders import iterate_in_miniature
 
 from dapo.cli import cli_main
 from dapo.core.steps import join_steps
@@ -61,11 +61,7 @@ def code_policy(tmp_path_factory) -> Path:
 
 def test_code_dapo_round_on_mbpp_then_humaneval(tmp_path, monkeypatch, code_policy):
     monkeypatch.chdir(tmp_path)
-    Path("runs/code").mkdir(parents=True)
-    Path("runs/code/policy").symlink_to(code_policy)
-    Path("miniature.yaml").write_text(yaml.safe_dump(MINIATURE))
-    cli_main(["iterate", "--config", str(CONFIGS / "code/iterate.yaml"), "--config", "miniature.yaml"])
-    round_dir = Path("runs/code/iterate/iter-01")
+    round_dir = iterate_in_miniature("runs/code", code_policy, CONFIGS / "code/iterate.yaml", MINIATURE)
 
     task = MBPPTask(data=MBPP)
     problems = read_records("runs/code/problems", "problems")

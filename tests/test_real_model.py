@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
+from builders import iterate_in_miniature
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dapo.cli import cli_main
@@ -36,12 +36,8 @@ MINIATURE = {
 
 def test_miniature_iteration_on_smollm2(tmp_path, monkeypatch, smollm2_path):
     monkeypatch.chdir(tmp_path)
-    Path("runs/smollm2").mkdir(parents=True)
-    Path("runs/smollm2/policy").symlink_to(smollm2_path)
-    Path("miniature.yaml").write_text(yaml.safe_dump(MINIATURE))
-    cli_main(["iterate", "--config", str(CONFIGS / "smollm2/iterate.yaml"), "--config", "miniature.yaml"])
+    round_dir = iterate_in_miniature("runs/smollm2", smollm2_path, CONFIGS / "smollm2/iterate.yaml", MINIATURE)
 
-    round_dir = Path("runs/smollm2/iterate/iter-01")
     problems = read_records("runs/smollm2/problems", "problems")
     assert problems.num_rows == 2 and problems[0]["prompt"].startswith("<|im_start|>")  # chat template
     assert read_provenance("runs/smollm2/problems").config["chat_template"]
