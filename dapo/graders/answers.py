@@ -91,3 +91,20 @@ def _clean_inline(line: str) -> str:
 
 def delimited_content(match: re.Match[str]) -> str:
     return match.group(1) or match.group(2) or ""
+
+
+_NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def canonical_answer(response: str) -> str | None:
+    r"""The response's final answer (`extract_answer`) as a key two equal answers share: without spaces, dollar
+    signs, thousands commas and a closing period, and numbers without trailing zeros ("1,000.50" -> "1000.5",
+    "\$18" -> "18"). Forms only a grader can match ("1/2" and "0.5") stay different. None if there is no answer."""
+    answer = extract_answer(response) if isinstance(response, str) else None
+    if answer is None:
+        return None
+    key = "".join(answer.split()).replace("\\$", "").replace("$", "").rstrip(".")
+    plain = re.sub(r"(?<=\d),(?=\d{3})", "", key)
+    if _NUMBER_RE.fullmatch(plain):
+        return f"{float(plain):.10g}" if "." in plain else str(int(plain))
+    return key or None

@@ -214,6 +214,11 @@ class ArithTask:
     def final_answer(self, example: Example) -> str:
         return str(example["answer"])
 
+    def answer_key(self, response: str) -> str | None:
+        """The last "Answer: N" as its integer's text (what majority votes compare)."""
+        got = parse_answer(response)
+        return None if got is None else str(got)
+
     def messages(self, example: Example) -> list[dict[str, str]]:
         """The question as one user turn, asking for the solution format `score` reads."""
         instruction = 'Solve it one step per line, "a op b = c", then end with "Answer: N".'

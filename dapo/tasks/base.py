@@ -51,6 +51,16 @@ class Task(Protocol):
         ...
 
 
+@runtime_checkable
+class AnswerKeyed(Protocol):
+    """A task whose responses end in a final answer that can be compared as text: what votes count
+    (`dapo evaluate --select majority_vote | weighted_vote`). Code tasks have no such answer."""
+
+    def answer_key(self, response: str) -> str | None:
+        """The response's final answer in a canonical text form, or None if it has none."""
+        ...
+
+
 def chat_renderer(task: Task, tokenizer: Any) -> Callable[[Example], str]:
     """Render an example as the tokenizer's chat template applied to the task's messages, ready for generation.
 

@@ -99,6 +99,12 @@ class _CompetitionTask:
         """The reference answer as a plain integer ("142.0" -> "142")."""
         return str(integer_value(_field(example, "answer")))
 
+    def answer_key(self, response: str) -> str | None:
+        """The final answer as a plain integer's text; None when it is not an integer."""
+        answer = extract_answer(response) if isinstance(response, str) else None
+        value = None if answer is None else integer_value(answer)
+        return None if value is None else str(value)
+
 
 @dataclass
 class AMCTask(_CompetitionTask):

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dapo.graders.answers import canonical_answer
 from dapo.graders.math import grade
 from dapo.tasks.base import Example
 from dapo.tasks.sources import Flaw, Row, load_valid_rows, with_ids
@@ -97,3 +98,6 @@ class GSM8KTask:
 
     def final_answer(self, example: Example) -> str:
         return final_number(str(example["answer"]))
+
+    def answer_key(self, response: str) -> str | None:
+        return canonical_answer(response)

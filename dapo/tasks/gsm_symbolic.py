@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import Any
 
 from dapo.core.errors import require
+from dapo.graders.answers import canonical_answer
 from dapo.tasks.base import Example
 from dapo.tasks.gsm8k import number_score, question_messages, question_prompt
 
@@ -132,3 +133,6 @@ class GSMSymbolicTask:
 
     def final_answer(self, example: Example) -> str:
         return str(example["answer"])
+
+    def answer_key(self, response: str) -> str | None:
+        return canonical_answer(response)

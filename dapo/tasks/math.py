@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dapo.graders.answers import canonical_answer
 from dapo.graders.math import extract_answer, grade
 from dapo.tasks.base import Example
 from dapo.tasks.sources import Flaw, Row, field_flaw, load_valid_rows, with_ids
@@ -73,3 +74,6 @@ class MathTask:
         if "answer" in example:
             return str(example["answer"])
         return extract_answer(str(example["solution"])) or ""
+
+    def answer_key(self, response: str) -> str | None:
+        return canonical_answer(response)
