@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.value_guided import main as value_guided_benchmark
 from dapo.cli import cli_main
 from dapo.core.selection import best_index, response_value, vote_index
 from dapo.generation.protocol import Completion, SamplingParams
@@ -204,3 +205,24 @@ def test_votes_need_a_task_with_final_answers(policy_dir, tmp_path):
     with pytest.raises(ValueError, match="task 'humaneval' has none"):
         cli_main(["evaluate", "--model", policy_dir, "--task", "humaneval", "--n", "2", "--temperature", "1",
                   "--select", "majority_vote", "--out", str(tmp_path / "h")])  # fmt: skip
+
+
+def test_the_inference_benchmark_runs_on_a_demo_shaped_folder(policy_dir, critic_dir, tmp_path, capsys):
+    """benchmarks/value_guided.py on a folder laid out as `dapo demo` leaves it (tiny policy and critic)."""
+    demo = tmp_path / "demo"
+    (demo / "iterate" / "iter-01" / "critic").mkdir(parents=True)
+    (demo / "policy").symlink_to(policy_dir)
+    (demo / "iterate" / "iter-01" / "critic" / "hf").symlink_to(critic_dir)
+    out = tmp_path / "rows.json"
+    sizes = ["--limit", "3", "--n", "2", "--beams", "1", "--expand", "2", "--max-steps", "4", "--max-new-tokens", "24"]
+    value_guided_benchmark(["--demo", str(demo), "--seeds", "0", "1", *sizes, "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert printed.count("| greedy |") == 3  # seeds 0, 1 and pooled
+    seeds = json.loads(out.read_text())["seeds"]
+    methods = [row["method"] for row in seeds["0"]]
+    assert methods[0] == "greedy" and "majority vote, n=2" in methods and methods[-1] == "beam 1x2"
+    sampled = {r["method"]: r for r in seeds["0"]}
+    assert (
+        sampled["majority vote, n=2"]["tokens_per_problem"] == sampled["one sample of 2 (mean)"]["tokens_per_problem"]
+    )
+    assert all(len(row["scores"]) == 3 for row in seeds["1"])
