@@ -61,6 +61,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Evaluate a policy on a benchmark task; write summary.json and examples.jsonl.",
     ),
     "problems": ("dapo.pipeline.problems:make_problems", "Write a `problems` dataset from a task."),
+    "convert": (
+        "dapo.pipeline.convert:convert",
+        "Convert step-labelled data between dapo `states` records and TRL stepwise, Math-Shepherd or PRM800K rows.",
+    ),
     "tiny-model": (
         "dapo.pipeline.tiny_model:make_tiny_model",
         "Build a tiny Llama with a BPE tokenizer trained on a task's texts (random, or briefly fine-tuned).",

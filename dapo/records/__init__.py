@@ -2,7 +2,15 @@
 and provenance (`store`), the checks every read applies (`checks`), local files of rows made elsewhere (`readers`),
 and the atomic writes everything on disk goes through (`atomic`). Stages import from here."""
 
-from dapo.records.atomic import clear_leftovers, move_aside, recover_moved_aside, replace_dir, staged_dir, write_json
+from dapo.records.atomic import (
+    clear_leftovers,
+    move_aside,
+    recover_moved_aside,
+    replace_dir,
+    staged_dir,
+    write_json,
+    write_jsonl,
+)
 from dapo.records.checks import RecordError, SkipCounter
 from dapo.records.store import (
     SCHEMAS,
@@ -33,5 +41,6 @@ __all__ = [
     "staged_dir",
     "validate_row",
     "write_json",
+    "write_jsonl",
     "write_records",
 ]
