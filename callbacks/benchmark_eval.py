@@ -4,7 +4,7 @@ Every `every_n_validations` validation runs (sanity checks excluded), each rank 
 first `limit` problems (rank r takes problems r, r + world, ...), with the module's live model and greedy
 decoding by default; scores are gathered across ranks, so every rank logs the same figures:
 `benchmark/<task>/accuracy` (and `pass@k` with several samples) through `pl_module.log`, so a ModelCheckpoint can
-monitor them, plus the first `samples_to_log` prompts and responses as TensorBoard text on rank 0.
+monitor them, plus the first `samples_to_log` prompts and responses as text (TensorBoard, W&B, MLflow) on rank 0.
 
     trainer:
       callbacks:
@@ -22,7 +22,6 @@ import textwrap
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import TensorBoardLogger
 from transformers import AutoTokenizer
 
 from dapo.core.distributed import gather, interleave, lockstep_share
@@ -30,6 +29,7 @@ from dapo.generation.hf_generator import HFGenerator
 from dapo.generation.protocol import SamplingParams
 from dapo.stages.evaluation import EvalResult, evaluate_examples
 from dapo.tasks.base import Example, Task, chat_renderer
+from dapo.training.media import log_text
 
 
 class BenchmarkEval(L.Callback):
@@ -56,7 +56,7 @@ class BenchmarkEval(L.Callback):
             max_new_tokens: cap on each response's length.
             temperature: 0 decodes greedily.
             n: responses per problem (pass@k for k up to n is logged when n > 1).
-            samples_to_log: prompts with responses written as TensorBoard text.
+            samples_to_log: prompts with responses logged as text.
             batch_size: sequences per generate call.
             tokenizer_path: tokenizer folder (default: the module's `model_path` hyperparameter).
             chat_template: render prompts with the tokenizer's chat template (instruct models), else `task.prompt`.
@@ -114,13 +114,10 @@ class BenchmarkEval(L.Callback):
         return result.head(real)  # without lockstep padding
 
     def _log_samples(self, trainer: L.Trainer, result: EvalResult, prefix: str) -> None:
-        for logger in trainer.loggers:
-            if not isinstance(logger, TensorBoardLogger):
-                continue
-            for i in range(min(self.samples_to_log, result.n)):
-                text = textwrap.indent(result.prompts[i] + result.responses[i][0], "    ")
-                score = f"score {result.sample_scores[i][0]:.0f}"
-                logger.experiment.add_text(f"{prefix}/sample_{i}", f"{score}\n\n{text}", trainer.global_step)
+        for i in range(min(self.samples_to_log, result.n)):
+            text = textwrap.indent(result.prompts[i] + result.responses[i][0], "    ")
+            score = f"score {result.sample_scores[i][0]:.0f}"
+            log_text(trainer.loggers, f"{prefix}/sample_{i}", f"{score}\n\n{text}", trainer.global_step)
 
 
 def _gather(result: EvalResult, world_size: int) -> EvalResult:

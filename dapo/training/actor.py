@@ -23,7 +23,6 @@ from typing import Any, cast
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics import MeanMetric
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -37,6 +36,7 @@ from dapo.models.outputs import check_packing, param_dtype, policy_logprobs
 from dapo.records import read_provenance
 from dapo.training.backbone import TrainableBackbone
 from dapo.training.guards import NonFinitePolicy, check_policy
+from dapo.training.media import log_histogram
 
 RATIO_STATS = ("log_ratio_mean", "log_ratio_std", "sign_agreement", "kl_ref")  # what `log_ratio_stats` returns
 KL_EXP_CAP = 50.0  # log-ratios above this are capped inside exp() of the KL estimate (logging only)
@@ -193,8 +193,8 @@ class ActorModule(TrainableBackbone, L.LightningModule):
         self._train_advantages = []
 
     def _histogram(self, tag: str, values: torch.Tensor) -> None:
-        if isinstance(self.logger, TensorBoardLogger) and not self.trainer.sanity_checking:
-            self.logger.experiment.add_histogram(tag, values, self.global_step)
+        if not self.trainer.sanity_checking:
+            log_histogram(self.trainer.loggers, tag, values, self.global_step)
 
     def save_hf(self, path: str) -> None:
         """Write the policy as a Hugging Face folder (safetensors + tokenizer, LoRA adapters merged) that

@@ -3,8 +3,8 @@
 One forward pass over a whole trajectory gives a value at every step boundary (causal attention); the loss is
 BCE with soft targets there (MSE selectable). Validation logs BCE, MSE, Pearson correlation with the MC values,
 and, against each trajectory's final outcome, the Brier score, expected calibration error and AUROC of the
-values of its non-final states; TensorBoard also gets a value histogram, a reliability diagram and per-step
-value traces of a few solutions.
+values of its non-final states; the loggers (TensorBoard, W&B, MLflow: dapo.training.media) also get a value
+histogram, a reliability diagram and per-step value traces of a few solutions.
 Left out on purpose: co-training with the actor (DAPO trains them apart), value clipping, auxiliary LM loss.
 
     dapo fit --config configs/critic.yaml
@@ -17,7 +17,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics import MeanMetric, MeanSquaredError, MetricCollection, PearsonCorrCoef
 from torchmetrics.classification import BinaryAUROC, BinaryCalibrationError
 from transformers import AutoTokenizer
@@ -28,6 +27,7 @@ from dapo.models.adapters import LoadIn, LoraSettings, add_lora, merge_lora
 from dapo.models.value import ValueModel
 from dapo.training.backbone import TrainableBackbone
 from dapo.training.guards import NonFinitePolicy, check_policy
+from dapo.training.media import log_figure, log_histogram, log_text
 from dapo.training.viz import reliability_figure, value_trace_markdown
 
 
@@ -58,7 +58,7 @@ class CriticModule(TrainableBackbone, L.LightningModule):
             loss: "bce" (soft-target binary cross-entropy, the paper's) or "mse".
             optimizer: optimizer factory (the paper: AdamW, lr 5e-6, for a 7B critic).
             lr_scheduler: optional scheduler factory, stepped every optimizer step.
-            n_traces: validation solutions whose per-step values are written to TensorBoard as text.
+            n_traces: validation solutions whose per-step values are logged as text.
             calibration_bins: bins of the reliability diagram and calibration error.
             lora: train LoRA adapters on the backbone (plus the value head) instead of every weight.
             load_in: "8bit" / "4bit" (nf4) to load the frozen backbone through bitsandbytes: QLoRA, needs `lora`.
@@ -146,18 +146,17 @@ class CriticModule(TrainableBackbone, L.LightningModule):
         self._val_values, self._val_outcome_pairs, self._traces = [], [], []
 
     def _log_pictures(self) -> None:
-        if not isinstance(self.logger, TensorBoardLogger) or self.trainer.sanity_checking:
+        if self.trainer.sanity_checking:
             return
-        writer, step = self.logger.experiment, self.global_step
+        loggers, step = self.trainer.loggers, self.global_step
         if self._val_values:
-            writer.add_histogram("val/predicted_values", torch.cat(self._val_values), step)
+            log_histogram(loggers, "val/predicted_values", torch.cat(self._val_values), step)
         if self._val_outcome_pairs:
-            pred, outcome = torch.cat(self._val_outcome_pairs, dim=1)
-            writer.add_figure(
-                "val/reliability", reliability_figure(pred, outcome, self.hparams["calibration_bins"]), step
-            )
+            pred, outcome = torch.cat(self._val_outcome_pairs, dim=1)  # (m,), (m,)
+            figure = reliability_figure(pred, outcome, self.hparams["calibration_bins"])
+            log_figure(loggers, "val/reliability", figure, step)
         if self._traces:
-            writer.add_text("val/value_traces", "\n\n---\n\n".join(self._traces), step)
+            log_text(loggers, "val/value_traces", "\n\n---\n\n".join(self._traces), step)
 
     def _traces_of(self, batch: dict[str, torch.Tensor], values: torch.Tensor, limit: int) -> list[str]:
         """Markdown value traces of the first `limit` rows of `batch`: each step's text beside V and its target."""
