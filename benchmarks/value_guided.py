@@ -6,13 +6,14 @@ problems of `arith`, for each sampling seed:
 - n samples at temperature 1, then one answer chosen by majority vote (no critic), best-of-n by the critic
   (final state's value; min and product over steps as well) and critic-weighted vote: all of them choose among the
   same samples, so they spend exactly the same generated tokens and their differences are paired,
-- a step-level beam search (`beams` kept, `expand` next steps each) sized to spend about as many tokens.
+- step-level beam searches (`beams` kept, `expand` next steps sampled from each, per step): "BxE" shapes.
 Each row: accuracy with its Wilson 95% interval, the paired 95% interval of its difference to greedy and to
 majority vote (same problems), generated tokens per problem, and seconds (sampling; selection or search).
 Settings are fixed before the run (no tuning on test problems); every one is printed.
 
-Run (after `make demo`; ~2 min per seed on 2 CPU cores):
-    python -m benchmarks.value_guided --demo runs/demo --seeds 0 1 --out runs/value_guided.json
+Run (after `make demo`; about 90 s per sampling seed on 2 CPU cores; results in docs/value_guided.md):
+    python -m benchmarks.value_guided --demo runs/demo --seeds 0 1 --beam-shapes 2x4 3x4 4x6 \
+        --out runs/value_guided/start.json
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
     """Every method's result for one sampling seed, as rows (name, per-problem scores, tokens, seconds)."""
     task = ArithTask()
     examples = load_examples(task, "test", args.limit)
-    generator = HFGenerator.from_pretrained(str(args.demo / "policy"), batch_size=args.batch_size)
+    generator = HFGenerator.from_pretrained(str(args.policy or args.demo / "policy"), batch_size=args.batch_size)
     values_of = StepScorer.from_pretrained(args.demo / "iterate" / "iter-01" / "critic" / "hf").values
     rows = []
 
@@ -67,16 +68,25 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
         start = time.perf_counter()
         chosen = chosen_result(sampled, choose_for_all(select, sampled, task, values_of, reduce))
         rows.append(_row(f"{name}, n={args.n}", chosen, tokens, seconds, time.perf_counter() - start))
-    beam = BeamSettings(args.beams, args.expand, args.max_steps, args.step_tokens)
     prompts = [task.prompt(example) for example in examples]
+    for beams, expand in args.beam_shapes:
+        beam = BeamSettings(beams, expand, args.max_steps, args.step_tokens)
 
-    def search() -> EvalResult:
-        choices = beam_search(generator, values_of, prompts, beam, 1.0, seed)
-        return beam_result(choices, task, examples, prompts, "test", time.perf_counter())
+        def search(beam: BeamSettings = beam) -> EvalResult:
+            choices = beam_search(generator, values_of, prompts, beam, 1.0, seed)
+            return beam_result(choices, task, examples, prompts, "test", time.perf_counter())
 
-    result, tokens, seconds = spent(search)
-    rows.append(_row(f"beam {args.beams}x{args.expand}", result, tokens, seconds, 0.0))
+        result, tokens, seconds = spent(search)
+        rows.append(_row(f"beam {beams}x{expand}", result, tokens, seconds, 0.0))
     return rows
+
+
+def beam_shape(text: str) -> tuple[int, int]:
+    """`BxE` (beams kept, next steps sampled from each) as two positive integers, or an error naming the text."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"beam shape {text!r}: expected BxE with positive integers, e.g. 2x4")
+    return int(parts[0]), int(parts[1])
 
 
 def _row(name: str, result: EvalResult, tokens: int, seconds: float, selection_seconds: float) -> dict[str, Any]:
@@ -136,8 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="sampling seeds")
     parser.add_argument("--limit", type=int, default=500, help="test problems")
     parser.add_argument("--n", type=int, default=8, help="samples per problem for votes and best-of-n")
-    parser.add_argument("--beams", type=int, default=2)
-    parser.add_argument("--expand", type=int, default=4)
+    parser.add_argument("--policy", type=Path, default=None, help="the policy to guide (default: the demo's start)")
+    parser.add_argument(
+        "--beam-shapes", nargs="+", type=beam_shape, default=[(2, 4)], help="beam searches to run, beams x expand"
+    )
     parser.add_argument("--max-steps", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=64, help="per response (the demo's evaluation cap)")
     parser.add_argument("--step-tokens", type=int, default=32, help="per step in the beam search")

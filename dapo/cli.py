@@ -10,7 +10,10 @@
     dapo iterate --config configs/iterate.yaml N rounds of Stage A, critic, advantages, actor (resumable)
     dapo plan --config configs/iterate.yaml    tokens, FLOPs and device-hours per stage, before running
     dapo demo --out runs/demo                  the embedded demo: start policy, DAPO, two baselines, report
-    dapo evaluate --model DIR --task NAME      a policy on a benchmark: summary.json + examples.jsonl
+    dapo evaluate --model DIR --task NAME      a policy on a benchmark: summary.json + examples.jsonl (--critic DIR
+                                               --select best_of_n | weighted_vote | beam: answers chosen by a critic)
+    dapo first-error --critic DIR              a critic as a first-error detector (ProcessBench's F1; champ data)
+    dapo convert --source F --out O ...        step labels between dapo states and TRL / Math-Shepherd / PRM800K
     dapo tiny-model --out DIR ...              build a tiny random Llama + BPE tokenizer for a task
     dapo export --ckpt CKPT --out DIR          write a trained critic or actor as a Hugging Face folder
     dapo import-gguf --out DIR                 SmolLM2-135M-Instruct (or any --gguf FILE) as a Hugging Face folder

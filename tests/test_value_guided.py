@@ -214,7 +214,7 @@ def test_the_inference_benchmark_runs_on_a_demo_shaped_folder(policy_dir, critic
     (demo / "policy").symlink_to(policy_dir)
     (demo / "iterate" / "iter-01" / "critic" / "hf").symlink_to(critic_dir)
     out = tmp_path / "rows.json"
-    sizes = ["--limit", "3", "--n", "2", "--beams", "1", "--expand", "2", "--max-steps", "4", "--max-new-tokens", "24"]
+    sizes = ["--limit", "3", "--n", "2", "--beam-shapes", "1x2", "--max-steps", "4", "--max-new-tokens", "24"]
     value_guided_benchmark(["--demo", str(demo), "--seeds", "0", "1", *sizes, "--out", str(out)])
     printed = capsys.readouterr().out
     assert printed.count("| greedy |") == 3  # seeds 0, 1 and pooled
@@ -226,3 +226,9 @@ def test_the_inference_benchmark_runs_on_a_demo_shaped_folder(policy_dir, critic
         sampled["majority vote, n=2"]["tokens_per_problem"] == sampled["one sample of 2 (mean)"]["tokens_per_problem"]
     )
     assert all(len(row["scores"]) == 3 for row in seeds["1"])
+
+
+def test_the_inference_benchmark_names_a_malformed_beam_shape(capsys):
+    with pytest.raises(SystemExit):
+        value_guided_benchmark(["--beam-shapes", "2by4"])
+    assert "beam shape '2by4': expected BxE" in capsys.readouterr().err
