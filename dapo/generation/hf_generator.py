@@ -54,6 +54,7 @@ from dapo.core.steps import DEFAULT_DELIMITER, first_step
 from dapo.generation.kv_cache import reserved_cache
 from dapo.generation.protocol import Completion, SamplingParams
 from dapo.models.adapters import LoadIn, frozen
+from dapo.models.memory import AttnImplementation
 
 SEGMENT = 16
 """Tokens generated between two checks for rows that ended (`HFGenerator._decode_dropping_finished`)."""
@@ -135,12 +136,13 @@ class HFGenerator:
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
         load_in: LoadIn | None = None,
+        attn_implementation: AttnImplementation = "sdpa",
         **kwargs: Any,
     ) -> HFGenerator:
         """Load model and tokenizer from a Hugging Face folder or hub id, optionally in "8bit" / "4bit" (nf4,
-        bitsandbytes); `kwargs` go to the constructor."""
+        bitsandbytes), with the given attention kernel (`dapo.models.memory`); `kwargs` go to the constructor."""
         load = functools.partial(AutoModelForCausalLM.from_pretrained, dtype=dtype)
-        model: PreTrainedModel = frozen(load, path, load_in, torch.device(device))
+        model: PreTrainedModel = frozen(load, path, load_in, torch.device(device), attn_implementation)
         return cls(model, AutoTokenizer.from_pretrained(path), **kwargs)
 
     @property

@@ -22,6 +22,7 @@ from torch import nn
 from transformers import BitsAndBytesConfig
 
 from dapo.core.errors import require
+from dapo.models.memory import load_with_attention
 
 LoadIn = Literal["8bit", "4bit"]
 
@@ -64,12 +65,15 @@ def quantized_loading(load_in: LoadIn | None, device: str | torch.device = "cpu"
     return {"quantization_config": config, "device_map": {"": str(device)}}
 
 
-def frozen(load: Callable[..., Any], path: str, load_in: LoadIn | None, device: torch.device) -> Any:
+def frozen(
+    load: Callable[..., Any], path: str, load_in: LoadIn | None, device: torch.device, attn_implementation: str = "sdpa"
+) -> Any:
     """A model for inference only: `load(path, ...)` in full precision moved to `device`, or quantized in place
-    there (bitsandbytes models cannot be moved after loading); in eval mode either way."""
+    there (bitsandbytes models cannot be moved after loading); in eval mode either way. `attn_implementation`:
+    the attention kernel (`dapo.models.memory`)."""
     if load_in is None:
-        return load(path).to(device).eval()
-    return load(path, **quantized_loading(load_in, device)).eval()
+        return load_with_attention(load, path, attn_implementation).to(device).eval()
+    return load_with_attention(load, path, attn_implementation, **quantized_loading(load_in, device)).eval()
 
 
 def check_trainable_setup(load_in: LoadIn | None, lora: LoraSettings | None, sharded: bool) -> None:

@@ -31,6 +31,7 @@ from transformers import (
 
 from dapo.core.alignment import tokenize_trajectory
 from dapo.core.padding import pad_right, right_mask
+from dapo.models.memory import AttnImplementation, load_with_attention
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 """dapo 0.1's critic head, beside a backbone folder (still read, no longer written)."""
@@ -123,9 +124,13 @@ class StepScorer:
         self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, batch_size: int = 16) -> StepScorer:
-        """A trained critic from a folder or a Hub id; one without a value head is an error, never a random head."""
-        return cls(ValueModel.from_pretrained(path), AutoTokenizer.from_pretrained(str(path)), batch_size)
+    def from_pretrained(
+        cls, path: str | Path, batch_size: int = 16, attn_implementation: AttnImplementation = "sdpa"
+    ) -> StepScorer:
+        """A trained critic from a folder or a Hub id; one without a value head is an error, never a random head.
+        `attn_implementation`: the attention kernel (`dapo.models.memory`)."""
+        model = load_with_attention(ValueModel.from_pretrained, str(path), attn_implementation)
+        return cls(model, AutoTokenizer.from_pretrained(str(path)), batch_size)
 
     @torch.inference_mode()
     def values(self, trajectories: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:

@@ -37,6 +37,7 @@ from dapo.core.padding import pad_id_of
 from dapo.core.steps import DEFAULT_DELIMITER, join_steps
 from dapo.data_modules.featurize import check_steps, state_group
 from dapo.models.adapters import LoadIn, frozen
+from dapo.models.memory import AttnImplementation, check_attention
 from dapo.models.outputs import critic_values, policy_logprobs, score_with_model
 from dapo.models.value import ValueModel
 from dapo.records import Provenance, RecordError, SkipCounter, read_provenance, read_records, write_json, write_records
@@ -88,6 +89,9 @@ class AdvantageConfig:
     load_in: LoadIn | None = None
     """Load the critic and the reference policy in "8bit" or "4bit" (nf4) through bitsandbytes; match the actor's
     `load_in` (QLoRA) so its log-ratios start at 0."""
+    attn_implementation: AttnImplementation = "sdpa"
+    """Attention kernel of the critic and the reference policy: "sdpa", "eager" or "flash_attention_2" (needs
+    `flash-attn`, a GPU); match the actor's so that its log-ratios start at 0."""
     strict: bool = True
     """Raise on a malformed state (see docs/reliability.md); False: skip it, count it, report the counts."""
     critic_weight: float | None = None
@@ -100,6 +104,7 @@ class AdvantageConfig:
     "count" (how many of the state's candidates were that action; see `select_actions`)."""
 
     def __post_init__(self) -> None:
+        check_attention(self.attn_implementation)
         if self.critic_weight is not None and self.critic_weight < 0:
             raise ValueError(f"critic_weight must be >= 0 or None, got {self.critic_weight}")
         if self.action_weight not in ACTION_WEIGHTINGS:
@@ -172,7 +177,8 @@ def _critic_values(states: Sequence[_State], config: AdvantageConfig) -> tuple[l
     """V(s + a) of every candidate (true reward where terminal and `terminal_reward`), unique pairs scored once;
     with the number of pairs scored and the packed tokens they took."""
     assert config.critic_path is not None
-    critic = frozen(ValueModel.from_pretrained, config.critic_path, config.load_in, scoring_device(config.device))
+    device = scoring_device(config.device)
+    critic = frozen(ValueModel.from_pretrained, config.critic_path, config.load_in, device, config.attn_implementation)
     tokenizer = AutoTokenizer.from_pretrained(config.critic_path)
     to_score = [sorted({c.action for c in s.cands if _needs_critic(c, config)}) for s in states]
     groups = [
@@ -204,10 +210,11 @@ def reference_logprobs(
     load_in: LoadIn | None,
     device: torch.device,
     max_tokens: int,
+    attn_implementation: AttnImplementation = "sdpa",
 ) -> tuple[list[list[float]], int]:
     """log pi_ref(a | s) of every kept action, tokenized exactly as the actor's data module will, and the packed
     tokens they took."""
-    policy = frozen(AutoModelForCausalLM.from_pretrained, policy_path, load_in, device)
+    policy = frozen(AutoModelForCausalLM.from_pretrained, policy_path, load_in, device, attn_implementation)
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
     token_groups = [
         state_group(tokenizer, prefix, [a.candidate.action for a in acts], [a.candidate.is_terminal for a in acts])
@@ -243,10 +250,11 @@ def _action_row(state: _State, scored: ScoredAction, ref_logprob: float) -> dict
 
 def provenance_config(config: AdvantageConfig) -> dict[str, Any]:
     """What the actions depend on: the settings, the Stage A run that made the states (by its provenance), and
-    the weights of the critic and the reference policy. `device` only changes where the work runs."""
+    the weights of the critic and the reference policy. `device` and `attn_implementation` only change where and
+    with which kernel the work runs (the kernels agree to about 1e-6)."""
     assert config.critic_path is not None
     states = read_provenance(config.states_path)
-    return {k: v for k, v in asdict(config).items() if k != "device"} | {
+    return {k: v for k, v in asdict(config).items() if k not in ("device", "attn_implementation")} | {
         "states_made": {"policy_hash": states.policy_hash, "created": states.created},
         "critic_hash": policy_fingerprint(config.critic_path),
         "policy_hash": policy_fingerprint(config.policy_path),
@@ -306,6 +314,7 @@ def run_advantages(config: AdvantageConfig) -> AdvantageSummary:
             config.load_in,
             scoring_device(config.device),
             config.max_tokens,
+            config.attn_implementation,
         )
         if kept
         else ([], 0)

@@ -26,6 +26,7 @@ from dapo.generation.hf_generator import HFGenerator
 from dapo.generation.protocol import Generator
 from dapo.generation.vllm_generator import VLLMGenerator
 from dapo.models.adapters import LoadIn
+from dapo.models.memory import AttnImplementation, check_attention
 from dapo.records import move_aside, read_provenance
 from dapo.stages.mc_rollouts import RolloutConfig, roll_out_shards, write_summary
 from dapo.tasks import ArithTask, Task, write_problems
@@ -49,11 +50,16 @@ class StageA:
     """Encode each state once and reuse its KV cache for all its rollouts."""
     load_in: LoadIn | None = None
     """Load the policy in "8bit" or "4bit" (nf4) through bitsandbytes for sampling (less memory, other samples)."""
+    attn_implementation: AttnImplementation = "sdpa"
+    """Attention kernel of the HF policy: "sdpa", "eager" or "flash_attention_2" (needs `flash-attn`, a GPU)."""
     backend: Literal["hf", "vllm"] = "hf"
     """Generation engine: "hf" (transformers, shared-prefix KV reuse) or "vllm" (`pip install "dapo[vllm]"`, GPU
     only, prefix caching; `batch_size`, `shared_prefix` and `load_in` do not apply)."""
     chat_template: bool = False
     """Write missing problems with the policy tokenizer's chat template (instruct models); plain prompts if False."""
+
+    def __post_init__(self) -> None:
+        check_attention(self.attn_implementation)
 
 
 def stage_a_status(rollout: RolloutConfig, policy_hash: str) -> str:
@@ -104,5 +110,9 @@ def _generator(spec: StageA) -> Generator:
     if spec.backend == "vllm":
         return VLLMGenerator.from_pretrained(spec.policy_path, seed=spec.rollout.seed)
     return HFGenerator.from_pretrained(
-        spec.policy_path, load_in=spec.load_in, batch_size=spec.batch_size, shared_prefix=spec.shared_prefix
+        spec.policy_path,
+        load_in=spec.load_in,
+        attn_implementation=spec.attn_implementation,
+        batch_size=spec.batch_size,
+        shared_prefix=spec.shared_prefix,
     )

@@ -32,6 +32,7 @@ from dapo.core.losses import DapoLoss, dapo_loss
 from dapo.core.packing import Batch, unpack_batch
 from dapo.data_modules import StepDataModule
 from dapo.models.adapters import LoadIn, LoraSettings, add_lora, merge_lora
+from dapo.models.memory import AttnImplementation, check_attention
 from dapo.models.outputs import check_packing, param_dtype, policy_logprobs
 from dapo.records import read_provenance
 from dapo.training.backbone import TrainableBackbone
@@ -71,6 +72,8 @@ class ActorModule(TrainableBackbone, L.LightningModule):
         lora: LoraSettings | None = None,
         load_in: LoadIn | None = None,
         on_nonfinite: NonFinitePolicy = "raise",
+        gradient_checkpointing: bool = False,
+        attn_implementation: AttnImplementation = "sdpa",
     ) -> None:
         """
         Args:
@@ -84,9 +87,15 @@ class ActorModule(TrainableBackbone, L.LightningModule):
                 Score the reference log-probs with the same `advantages.load_in`, so that log-ratios start at 0.
             on_nonfinite: a NaN/inf loss or gradient "raise"s (stops the fit naming the batch) or "skip"s that
                 optimizer step (counted, logged as train/skipped_steps).
+            gradient_checkpointing: keep only each decoder block's input and recompute the block in the backward
+                pass: activation memory of one layer instead of all, for about a third more compute per step.
+            attn_implementation: attention kernel: "sdpa" (torch's fused attention), "eager" (the reference
+                matmul-softmax, more memory) or "flash_attention_2" (needs the `flash-attn` package and a GPU).
+                Score the reference log-probs with the same kernel (`advantages.attn_implementation`).
         """
         super().__init__()
         check_policy(on_nonfinite)
+        check_attention(attn_implementation)
         check_model_folder(model_path, "model_path")
         if beta <= 0:
             raise ValueError(f"beta must be positive, got {beta}")
@@ -105,7 +114,7 @@ class ActorModule(TrainableBackbone, L.LightningModule):
             return
         # fp32 master weights whatever the checkpoint's dtype: the Trainer's `precision` handles mixed precision
         path = self.hparams["model_path"]
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **self.loading_kwargs())
+        model = self.prepare(self.load_backbone(AutoModelForCausalLM.from_pretrained, path, dtype=torch.float32))
         if self.lora is not None:
             model = add_lora(model, self.lora)
         self.model = self.shard(model.train())  # HF loads in eval mode

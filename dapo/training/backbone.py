@@ -11,11 +11,14 @@ RNG states ride in every checkpoint so a resumed fit continues exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from transformers import PreTrainedModel
 
 from dapo.models.adapters import LoraSettings, check_trainable_setup, quantized_loading, trainable_state
+from dapo.models.memory import load_with_attention, prepare_for_training
 from dapo.models.parallel import M, shard_blocks
 from dapo.training.guard_callbacks import NonFiniteGuard, RngCheckpoint
 from dapo.training.optim import injected_optimizers
@@ -28,7 +31,8 @@ def module_class_path(module: Any) -> str:
 
 
 class TrainableBackbone:
-    """Mixin for a LightningModule with hparams `model_path`, `lora`, `load_in` and injected optimizer factories."""
+    """Mixin for a LightningModule with hparams `model_path`, `lora`, `load_in`, `gradient_checkpointing`,
+    `attn_implementation` and injected optimizer factories."""
 
     hparams: Any
     optimizer_factory: Any
@@ -47,6 +51,17 @@ class TrainableBackbone:
         # a LoRA checkpoint holds the trainable tensors only; the frozen base comes from `model_path`
         self.strict_loading = self.lora is None
         return quantized_loading(self.hparams.get("load_in"), _root_device(self))
+
+    def load_backbone(self, load: Callable[..., Any], path: str, **kwargs: Any) -> Any:
+        """`load(path, **kwargs)` with this module's attention kernel and quantized loading."""
+        attention = self.hparams.get("attn_implementation", "sdpa")  # checkpoints older than the switch: sdpa
+        return load_with_attention(load, path, attention, **kwargs, **self.loading_kwargs())
+
+    def prepare(self, model: PreTrainedModel) -> Any:
+        """k-bit preparation (QLoRA) and gradient checkpointing, before adapters and sharding wrap `model`."""
+        checkpointing = bool(self.hparams.get("gradient_checkpointing", False))
+        quantized = self.hparams.get("load_in") is not None
+        return prepare_for_training(model, checkpointing, quantized, self.lora is not None)
 
     def shard(self, model: M) -> M:
         return shard_blocks(model, self.device_mesh)

@@ -12,6 +12,7 @@ Left out on purpose: co-training with the actor (DAPO trains them apart), value 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import lightning as L
@@ -24,6 +25,7 @@ from transformers import AutoTokenizer
 from dapo.core.errors import check_model_folder
 from dapo.core.losses import ValueLossKind, gather_at, value_loss
 from dapo.models.adapters import LoadIn, LoraSettings, add_lora, merge_lora
+from dapo.models.memory import AttnImplementation, check_attention
 from dapo.models.value import ValueModel
 from dapo.training.backbone import TrainableBackbone
 from dapo.training.guards import NonFinitePolicy, check_policy
@@ -51,6 +53,8 @@ class CriticModule(TrainableBackbone, L.LightningModule):
         lora: LoraSettings | None = None,
         load_in: LoadIn | None = None,
         on_nonfinite: NonFinitePolicy = "raise",
+        gradient_checkpointing: bool = False,
+        attn_implementation: AttnImplementation = "sdpa",
     ) -> None:
         """
         Args:
@@ -64,9 +68,14 @@ class CriticModule(TrainableBackbone, L.LightningModule):
             load_in: "8bit" / "4bit" (nf4) to load the frozen backbone through bitsandbytes: QLoRA, needs `lora`.
             on_nonfinite: a NaN/inf loss or gradient "raise"s (stops the fit naming the batch) or "skip"s that
                 optimizer step (counted, logged as train/skipped_steps).
+            gradient_checkpointing: keep only each decoder block's input and recompute the block in the backward
+                pass: activation memory of one layer instead of all, for about a third more compute per step.
+            attn_implementation: attention kernel: "sdpa" (torch's fused attention), "eager" (the reference
+                matmul-softmax, more memory) or "flash_attention_2" (needs the `flash-attn` package and a GPU).
         """
         super().__init__()
         check_policy(on_nonfinite)
+        check_attention(attn_implementation)
         check_model_folder(model_path, "model_path")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])  # factories: the CLI config keeps them
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
@@ -91,9 +100,9 @@ class CriticModule(TrainableBackbone, L.LightningModule):
         if self.model is not None:  # idempotent: Lightning may call it again (resume, sharding)
             return
         # fp32 master weights whatever the checkpoint's dtype (the Trainer's `precision` does mixed precision)
-        model = ValueModel.from_pretrained(
-            self.hparams["model_path"], missing_head="init", dtype=torch.float32, **self.loading_kwargs()
-        )
+        load = functools.partial(ValueModel.from_pretrained, missing_head="init", dtype=torch.float32)
+        model = self.load_backbone(load, self.hparams["model_path"])
+        model.backbone = self.prepare(model.backbone)
         if self.lora is not None:
             model.backbone = add_lora(model.backbone, self.lora)  # the value head stays fully trainable
         self.model = self.shard(model.train())  # HF loads in eval mode
