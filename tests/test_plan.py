@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dapo.cli import cli_main
 from dapo.pipeline.plan import Assumptions, measure_means, model_shape, plan
 from dapo.pipeline.plan_costs import Device, ModelShape, StageCost, Workload, stage_costs
+from dapo.pipeline.plan_memory import TrainSetup, training_memory
 
 SMALL = Workload(problems=1, n_samples=2, n_keep=1, n_rollouts=2, steps=2, tokens_per_step=3, prompt_tokens=4)
 NO_ATTENTION = ModelShape(params=10, layers=0, hidden=0)
@@ -80,7 +83,16 @@ def test_model_shape_counts_the_matrix_parameters(tiny_model_dir):
     embedding = model.get_input_embeddings().weight.numel()
     expected = total if model.config.tie_word_embeddings else total - embedding
     config = model.config
-    assert shape == ModelShape(params=float(expected), layers=config.num_hidden_layers, hidden=config.hidden_size)
+    assert shape == ModelShape(
+        params=float(expected),
+        layers=config.num_hidden_layers,
+        hidden=config.hidden_size,
+        vocab=config.vocab_size,
+        heads=config.num_attention_heads,
+        kv_heads=config.num_key_value_heads,
+        intermediate=config.intermediate_size,
+        embedding=0.0 if config.tie_word_embeddings else float(embedding),
+    )
 
 
 def test_plan_command_reads_the_iterate_config(tiny_model_dir, capsys):
@@ -88,6 +100,50 @@ def test_plan_command_reads_the_iterate_config(tiny_model_dir, capsys):
     out = capsys.readouterr().out
     assert "256 problems, 32 samples, 6 kept, 16 rollouts" in out  # configs/critic.yaml: limit 256, paper counts
     assert "| MC rollouts |" in out and "| **2 rounds** |" in out
+    assert "| critic: as configured |" in out and "| actor: QLoRA 4-bit r=16 + checkpointing |" in out
+    assert "fits: peak <= 80 GB" in out
+
+
+LLAMA_8B = ModelShape(params=7.5e9, layers=32, hidden=4096, vocab=128256, heads=32, kv_heads=8,
+                      intermediate=14336, embedding=128256 * 4096)  # fmt: skip
+ACTOR_SETUP = TrainSetup(tokens=8192, sequence=1024, logit_tokens=4096)
+
+
+def test_memory_responds_to_each_switch():
+    """LoRA cuts gradients and optimizer state to the adapters', 4-bit cuts the weights, checkpointing cuts the
+    activations, 8-bit AdamW cuts the optimizer state 4x, and the fits flag flips at the device limit."""
+    full = training_memory(LLAMA_8B, ACTOR_SETUP)
+    assert full.weights == pytest.approx(4 * (7.5e9 + 128256 * 4096))  # fp32, the untied embedding included
+    assert full.optimizer == 2 * full.gradients == 2 * full.weights  # AdamW: 2 fp32 moments per weight
+    lora = training_memory(LLAMA_8B, replace(ACTOR_SETUP, lora_r=16))
+    assert lora.gradients < full.gradients / 100 and lora.optimizer < full.optimizer / 100
+    assert lora.weights > full.weights and lora.activations == full.activations
+    qlora = training_memory(LLAMA_8B, replace(ACTOR_SETUP, lora_r=16, load_in="4bit"))
+    assert qlora.weights < lora.weights / 3 and qlora.gradients == lora.gradients  # embeddings stay fp32
+    checkpointed = training_memory(LLAMA_8B, replace(ACTOR_SETUP, checkpointing=True))
+    assert checkpointed.activations < full.activations / 3 and checkpointed.weights == full.weights
+    adam8 = training_memory(LLAMA_8B, replace(ACTOR_SETUP, optimizer="adamw8bit"))
+    assert adam8.optimizer == full.optimizer / 4
+    assert checkpointed.peak < full.peak and qlora.peak < lora.peak
+    assert full.fits(full.peak) and not full.fits(full.peak - 1)
+
+
+def test_critic_memory_has_no_logits():
+    """The critic swaps the LM head for a value head: no logits, so longer vocabularies cost it nothing but the
+    embedding."""
+    critic = replace(ACTOR_SETUP, lm_head=False, logit_tokens=0)
+    small_vocab = replace(LLAMA_8B, vocab=1000)
+    assert training_memory(LLAMA_8B, critic).activations == training_memory(small_vocab, critic).activations
+    assert training_memory(LLAMA_8B, ACTOR_SETUP).activations > training_memory(small_vocab, ACTOR_SETUP).activations
+
+
+def test_plan_says_whether_each_stage_fits(tiny_model_dir, capsys):
+    """A tiny model fits 1 GB; nothing fits 1 byte."""
+    args = ["plan", "--config", "configs/iterate.yaml", "--policy_path", tiny_model_dir]
+    cli_main([*args, "--device.memory_gb", "1"])
+    assert "| no |" not in capsys.readouterr().out
+    cli_main([*args, "--device.memory_gb", "1e-9"])
+    assert "| yes |" not in capsys.readouterr().out
 
 
 def test_plan_without_policy_or_assumptions_says_what_to_give(tmp_path):

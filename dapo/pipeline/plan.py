@@ -27,6 +27,7 @@ from dapo.core.errors import MissingFile, check_model_folder, make_policy
 from dapo.core.steps import DEFAULT_DELIMITER, split_steps
 from dapo.pipeline.configs import Config, Overlay, fit_overlay, load_config
 from dapo.pipeline.plan_costs import Device, ModelShape, StageCost, Workload, stage_costs
+from dapo.pipeline.plan_memory import Memory, TrainSetup, inference_memory, training_memory, variants
 from dapo.records import read_records
 from dapo.stages.mc_rollouts import RolloutConfig
 from dapo.tasks import ArithTask
@@ -94,7 +95,9 @@ def plan(
     workload = workload_from(critic, actor, policy, assume or Assumptions())
     shape = model or model_shape(_require(policy, "model.params, model.layers and model.hidden"))
     costs = stage_costs(workload, shape)
-    print(format_plan(costs, workload, shape, device or Device(), iterations))
+    device = device or Device()
+    print(format_plan(costs, workload, shape, device, iterations))
+    print(format_memory(stage_memory(critic, actor, workload, shape), device.memory_gb))
     return costs
 
 
@@ -188,8 +191,8 @@ def measure_means(
 
 
 def model_shape(path: str) -> ModelShape:
-    """Parameters in matrix products (all but an untied input embedding), blocks and width, from config.json on
-    the meta device (nothing is allocated)."""
+    """Parameters in matrix products (all but an untied input embedding), blocks, width, vocabulary, heads and MLP
+    width, from config.json on the meta device (nothing is allocated)."""
     config = AutoConfig.from_pretrained(path)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
@@ -197,8 +200,17 @@ def model_shape(path: str) -> ModelShape:
     embedding = model.get_input_embeddings().weight.numel()
     text = config.get_text_config()
     tied = bool(getattr(text, "tie_word_embeddings", False))
-    return ModelShape(params=float(total if tied else total - embedding), layers=text.num_hidden_layers,
-                      hidden=text.hidden_size)  # fmt: skip
+    heads = text.num_attention_heads
+    return ModelShape(
+        params=float(total if tied else total - embedding),
+        layers=text.num_hidden_layers,
+        hidden=text.hidden_size,
+        vocab=text.vocab_size,
+        heads=heads,
+        kv_heads=getattr(text, "num_key_value_heads", None) or heads,
+        intermediate=getattr(text, "intermediate_size", None) or 0,
+        embedding=0.0 if tied else float(embedding),
+    )
 
 
 def _si(x: float) -> str:
@@ -233,4 +245,63 @@ def format_plan(costs: list[StageCost], w: Workload, model: ModelShape, device: 
                  f"{hours:.3g} |")  # fmt: skip
     if iterations > 1:
         lines.append(f"| **{iterations} rounds** | | | {_si(total.flops * iterations)} | {hours * iterations:.3g} |")
+    return "\n".join(lines)
+
+
+def train_setup(config: Config, tokens: float, sequence: float, action_share: float, lm_head: bool) -> TrainSetup:
+    """A fit config's memory switches (model.init_args), micro-batch (data.max_tokens, rows of `sequence` tokens
+    capped by data.max_length) and precision (trainer.precision)."""
+    args = (config.get("model") or {}).get("init_args") or {}
+    data, precision = config.get("data") or {}, str((config.get("trainer") or {}).get("precision", "32"))
+    optimizer = str((args.get("optimizer") or {}).get("class_path", "torch.optim.AdamW"))
+    tokens = float(data.get("max_tokens", tokens))
+    return TrainSetup(
+        tokens=tokens,
+        sequence=min(sequence, float(data.get("max_length", sequence))),
+        logit_tokens=tokens * action_share,
+        lm_head=lm_head,
+        lora_r=(args.get("lora") or {}).get("r", 16) if args.get("lora") is not None else None,
+        load_in=args.get("load_in"),
+        checkpointing=bool(args.get("gradient_checkpointing", False)),
+        optimizer="adamw8bit" if optimizer.endswith("8bit") else "adamw",
+        eager_attention=args.get("attn_implementation") == "eager",
+        activation_bytes=2.0 if "16" in precision else 4.0,
+    )
+
+
+def stage_memory(critic: Config, actor: Config, w: Workload, model: ModelShape) -> dict[str, Memory]:
+    """Memory per stage and setup: generation holds a KV cache of a generate call's rows (stage_a.batch_size);
+    scoring one packed batch of the reference policy (advantages.max_tokens, the larger of its two models); the
+    critic and the actor their configured setup and the switches one would try next (`plan_memory.variants`)."""
+    stage_a, advantages = critic.get("stage_a") or {}, actor.get("advantages") or {}
+    rows, solution = float(stage_a.get("batch_size", 64)), w.prompt_tokens + w.steps * w.tokens_per_step
+    group = w.prompt_tokens + w.steps * w.tokens_per_step / 2 + w.n_rollouts * w.unique_actions * w.tokens_per_step
+    action_share = w.n_rollouts * w.unique_actions * w.tokens_per_step / group
+    score_tokens = float(advantages.get("max_tokens", 8192))
+    out = {
+        "generation (sampling, MC rollouts)": inference_memory(
+            model, stage_a.get("load_in"), rows * solution, rows * w.prompt_tokens, rows
+        ),
+        "scoring": inference_memory(model, advantages.get("load_in"), 0.0, score_tokens, score_tokens),
+    }
+    for stage, config, sequence, share, lm_head in (
+        ("critic", critic, solution, 0.0, False),
+        ("actor", actor, group, action_share, True),
+    ):
+        setup = train_setup(config, 8192.0, sequence, share, lm_head)
+        out |= {f"{stage}: {name}": training_memory(model, s) for name, s in variants(setup).items()}
+    return out
+
+
+def format_memory(memory: dict[str, Memory], device_gb: float) -> str:
+    """A markdown table: each stage's weights, gradients, optimizer state, activations, peak, and whether it fits."""
+    lines = [
+        "",
+        f"memory per micro-batch (GB; fits: peak <= {device_gb:g} GB, --device.memory_gb):",
+        "| stage | weights | gradients | optimizer | activations | peak | fits |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for stage, m in memory.items():
+        parts = " | ".join(f"{x / 1e9:.3g}" for x in (m.weights, m.gradients, m.optimizer, m.activations, m.peak))
+        lines.append(f"| {stage} | {parts} | {'yes' if m.fits(device_gb * 1e9) else 'no'} |")
     return "\n".join(lines)

@@ -46,11 +46,33 @@ class Workload:
 
 @dataclass(frozen=True)
 class ModelShape:
-    """Parameters in matrix products (N), decoder blocks (L) and width (d)."""
+    """Parameters in matrix products (N), decoder blocks (L) and width (d); the rest sizes memory (`plan_memory`)."""
 
     params: float
+    """Parameters in matrix products, the LM head included (an untied input embedding is not)."""
     layers: int
+    """Decoder blocks."""
     hidden: int
+    """Width of the residual stream."""
+    vocab: int = 0
+    """Vocabulary size (0: the logits are left out of the memory estimate)."""
+    heads: int = 1
+    """Attention heads."""
+    kv_heads: int = 0
+    """Key/value heads (0: as many as `heads`)."""
+    intermediate: int = 0
+    """Width of the MLP (0: 4 x hidden)."""
+    embedding: float = 0.0
+    """Parameters of an untied input embedding (V d), 0 when it is tied to the LM head."""
+
+    @property
+    def kv_hidden(self) -> float:
+        """Width of the keys and of the values: d x kv_heads / heads."""
+        return self.hidden * (self.kv_heads or self.heads) / self.heads
+
+    @property
+    def ffn(self) -> int:
+        return self.intermediate or 4 * self.hidden
 
 
 @dataclass(frozen=True)
@@ -124,6 +146,8 @@ class Device:
     """While scoring (forward passes over whole sequences)."""
     train_utilization: float = 0.40
     """While training (forward + backward)."""
+    memory_gb: float = 80.0
+    """Device memory in GB (80: H100 / A100 80GB); `dapo plan` says which stage setups fit in it."""
 
     def hours(self, cost: StageCost) -> float:
         """Device-hours of a stage."""
