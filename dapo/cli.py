@@ -34,6 +34,7 @@ from jsonargparse import auto_cli
 
 from dapo import __version__
 from dapo.core.errors import UserError
+from dapo.pipeline.configs import merge_repeated_configs
 
 LIGHTNING_COMMANDS = {"fit": "train a model (LightningCLI)", "validate": "validate a model (LightningCLI)"}
 # name -> (module:function, summary). Modules are imported only for the command that runs, so `dapo --help`
@@ -131,7 +132,7 @@ def cli_main(args: Sequence[str] | None = None) -> None:
         if command in LIGHTNING_COMMANDS:
             lightning_main(given)
         elif command in COMMANDS:
-            auto_cli(command_function(command), args=rest, as_positional=False)
+            auto_cli(command_function(command), args=merge_repeated_configs(rest), as_positional=False)
         else:
             sys.exit(f"dapo: unknown command {command!r}\n\n{_usage()}")
     except UserError as error:  # the message is the whole story: no traceback

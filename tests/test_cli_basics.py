@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dapo import __version__
-from dapo.cli import COMMANDS
+from dapo.cli import COMMANDS, cli_main
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -75,3 +76,27 @@ def test_a_module_is_found_by_its_short_name_for_help(tmp_path):
     done = dapo(["fit", "--model.help", "CriticModule"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--model.model_path" in done.stdout and "dapo.training.critic.CriticModule" in done.stdout
+
+
+def test_repeated_config_files_merge_section_by_section(tmp_path, capsys):
+    """`--config debug.yaml --config ddp.yaml` keeps debug.yaml's trainer settings beside ddp.yaml's (jsonargparse
+    alone would let the second file replace the whole `trainer` dict); plain values still follow the last file,
+    and a `--trainer` flag between files starts that section over."""
+    from dapo.pipeline.configs import merge_repeated_configs
+
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("trainer: {max_epochs: 1, limit_train_batches: 4}\niterations: 3\n")
+    second.write_text("trainer: {devices: 2, max_epochs: 2}\n")
+    args = merge_repeated_configs(["--config", str(first), "--config", str(second), "--iterations", "5"])
+    assert yaml.safe_load(args[3]) == {"trainer": {"max_epochs": 2, "limit_train_batches": 4, "devices": 2}}
+    assert args[4:] == ["--iterations", "5"]
+    reset = merge_repeated_configs(["--config", str(first), "--trainer", "{}", f"--config={second}"])
+    assert yaml.safe_load(reset[-1]) == {"trainer": {"devices": 2, "max_epochs": 2}}
+    assert merge_repeated_configs(["--config", str(first)]) == ["--config", str(first)]  # one file: untouched
+
+
+def test_a_missing_repeated_config_file_is_named(tmp_path, capsys):
+    (tmp_path / "a.yaml").write_text("iterations: 1\n")
+    with pytest.raises(SystemExit):
+        cli_main(["plan", "--config", str(tmp_path / "a.yaml"), "--config", str(tmp_path / "nope.yaml")])
+    assert "nope.yaml: no such file" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from dapo.core.errors import MissingFile
+from dapo.core.errors import MissingFile, UserError
 
 Config = dict[str, Any]
 # What the command line hands `iterate` and `plan` as overlays. A bare `dict`, because jsonargparse would build the
@@ -67,3 +67,47 @@ def fit_overlay(
     if seed is not None:
         overlay = deep_merge(overlay, {"seed_everything": seed, "stage_a": {"rollout": {"seed": seed}}})
     return overlay
+
+
+def merge_repeated_configs(args: list[str]) -> list[str]:
+    """Command-line arguments in which each `--config FILE` after the first carries, for every section (a top-level
+    mapping such as `trainer` or `stage_a`) it sets, that section merged over what the earlier files set.
+
+    Why: a command's section is one `dict` argument, and jsonargparse lets a later `--config` replace it whole, so
+    `--config configs/debug.yaml --config configs/ddp.yaml` would drop debug.yaml's `trainer` settings silently.
+    `dapo fit` (LightningCLI) merges such files key by key; with this, every dapo command does. A `--section` flag
+    between files starts that section over, as it would without files. Files are read as YAML and handed on as
+    YAML text; a single `--config` is left as it is.
+    """
+    config_flags = [i for i, arg in enumerate(args) if arg == "--config" or arg.startswith("--config=")]
+    if len(config_flags) < 2:
+        return args
+    out: list[str] = []
+    sections: dict[str, Config] = {}  # each section as the files so far have set it
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--config" or arg.startswith("--config="):
+            path = arg.partition("=")[2] if "=" in arg else (args[i + 1] if i + 1 < len(args) else "")
+            i += 1 if "=" in arg else 2
+            config = _config_file(path)
+            for key, value in config.items():
+                if isinstance(value, dict):
+                    sections[key] = config[key] = deep_merge(sections.get(key, {}), value)
+            out += ["--config", yaml.safe_dump(config, sort_keys=False)]
+            continue
+        if arg.startswith("--"):
+            sections.pop(arg[2:].partition("=")[0].partition(".")[0], None)
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _config_file(path: str) -> Config:
+    file = Path(path)
+    if not file.is_file():
+        raise MissingFile(f"--config {path}: no such file (paths are relative to {Path.cwd()})")
+    config = yaml.safe_load(file.read_text()) or {}
+    if not isinstance(config, dict):
+        raise UserError(f"--config {path}: expected a mapping of options at the top, got {type(config).__name__}")
+    return config

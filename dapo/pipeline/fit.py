@@ -6,13 +6,26 @@ StepValueRollout callback (Stage A states for the critic), `advantages` (on when
 set) adds StepAdvantages (Stage B actions for the actor). Lightning's distributed sampler is off by default:
 StepDataModule's batch sampler gives each data-parallel rank its share of the token-budgeted batches.
 CriticModule and ActorModule are imported here so that their short names resolve (`--model.help CriticModule`).
+
+`fit_in_processes` runs one fit as a `dapo fit --config FILE` subprocess: a fit on several devices must be started
+from a real `dapo fit` command line, because Lightning starts the other ranks by re-running this process's command.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import codecs
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any
 
 import lightning as L
+import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from dapo.callbacks import StepAdvantages, StepValueRollout
@@ -24,6 +37,10 @@ from dapo.training.actor import ActorModule
 from dapo.training.critic import CriticModule
 
 __all__ = ["ActorModule", "CriticModule", "DapoLightningCLI"]  # the modules a config's class_path may name
+
+log = logging.getLogger(__name__)
+OUTPUT_TAIL = 4000  # characters of a failed fit's output its error repeats
+GRACE_SECONDS = 60.0  # how long the other ranks may take to exit after rank 0 exited cleanly
 
 
 class DapoLightningCLI(LightningCLI):
@@ -57,3 +74,51 @@ class DapoLightningCLI(LightningCLI):
             self.trainer.callbacks.append(StepValueRollout(config["stage_a"]))  # type: ignore[attr-defined]
         if config["advantages"].critic_path is not None:
             self.trainer.callbacks.append(StepAdvantages(config["advantages"]))  # type: ignore[attr-defined]
+
+
+class FitFailed(RuntimeError):
+    """A `dapo fit` subprocess (any of its ranks) failed; the message ends with the tail of its output."""
+
+
+def fit_in_processes(config: dict[str, Any], config_file: Path) -> None:
+    """Run `dapo fit --config config_file` (written from `config`) in a subprocess that starts its own ranks.
+
+    Lightning's launcher re-runs the command of the process that calls `Trainer.fit` once per extra rank, so that
+    command must be `dapo fit` itself (in-process, the other ranks would re-run `dapo iterate`'s command line).
+    The fit runs in a process group of its own: when it ends, any rank still alive is killed, so a rank 0 that
+    died cannot leave a rank 1 waiting in a collective. When a rank other than 0 exits with an error, Lightning
+    kills the rest; either way this raises `FitFailed` with the end of the fit's output (the ranks' stderr)."""
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    command = [sys.executable, "-m", "dapo.cli", "fit", "--config", str(config_file)]
+    log.info("running the fit in its own processes: %s", " ".join(command))
+    fit = subprocess.Popen(command, stderr=subprocess.PIPE, start_new_session=True)
+    assert fit.stderr is not None
+    tail: list[str] = [""]
+    copier = threading.Thread(target=_copy_stream, args=(fit.stderr, tail), daemon=True)
+    copier.start()
+    try:
+        code = fit.wait()
+        copier.join(GRACE_SECONDS if code == 0 else 5.0)  # stderr ends when every rank has exited
+    finally:
+        _kill_group(fit.pid)
+    copier.join(5.0)  # the killed ranks' ends of the pipe are closed now
+    if code != 0:
+        raise FitFailed(f"`{' '.join(command)}` failed (exit code {code}); the end of its output:\n{tail[0]}")
+
+
+def _copy_stream(stream: IO[bytes], tail: list[str]) -> None:
+    """Copy a fit's stderr to ours as it comes (progress bars included) and keep its last OUTPUT_TAIL characters
+    in tail[0] for the error message."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    while chunk := stream.read1(65536):  # type: ignore[attr-defined]
+        text = decoder.decode(chunk)
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        tail[0] = (tail[0] + text)[-OUTPUT_TAIL:]
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL whatever is left of the process group `pid` leads (ranks that outlived rank 0)."""
+    with contextlib.suppress(ProcessLookupError):  # every rank has exited
+        os.killpg(pid, signal.SIGKILL)

@@ -14,7 +14,11 @@ its `last.ckpt` (mid-epoch with `StepCheckpoint`) when the fit's settings are th
 (`fit_config.json` beside the checkpoints; other settings move the old checkpoints aside and the fit starts over).
 `iteration.json` records the policy and critic a round started from; a rerun refuses to continue a round that
 started from different ones.
-Left out: multi-process fits (the fits run in this process; launch `dapo fit` per stage for DDP/FSDP).
+A fit on one device runs in this process. A fit on several (configs/ddp.yaml, configs/fsdp.yaml, or a
+`num_nodes` above 1) runs as a `dapo fit --config fit.yaml` subprocess whose Lightning starts the other ranks (they
+re-run that command line), and the model is exported from its `last.ckpt`, so its checkpoint callback must set
+`save_last`. A rank that fails fails the round with its error.
+Left out: launching iterate itself under torchrun or SLURM (every rank would drive the rounds).
 
     dapo iterate --config configs/iterate.yaml [--config configs/debug.yaml]
 """
@@ -27,10 +31,13 @@ import sys
 import time
 from pathlib import Path
 
-from dapo.core.errors import check_model_folder
+import torch
+
+from dapo.core.errors import UserError, check_model_folder
 from dapo.core.fingerprint import policy_fingerprint
 from dapo.pipeline.configs import Config, Overlay, deep_merge, fit_overlay, load_config, place_outputs
-from dapo.pipeline.fit import DapoLightningCLI
+from dapo.pipeline.export import export_checkpoint
+from dapo.pipeline.fit import DapoLightningCLI, fit_in_processes
 from dapo.records import move_aside, staged_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -87,6 +94,15 @@ def run_fit(config: Config, export_to: Path) -> float:
     """Run `dapo fit` on a config dict (resuming its last checkpoint, `resume_point`) and export the trained model
     to `export_to` atomically; seconds taken."""
     start = time.perf_counter()
+    if launches_processes(config.get("trainer") or {}):
+        _fit_in_processes(config, export_to)
+    else:
+        _fit_here(config, export_to)
+    return time.perf_counter() - start
+
+
+def _fit_here(config: Config, export_to: Path) -> None:
+    """A one-process fit, in this process; the module in memory is exported."""
     resume = resume_point(config)
     argv, sys.argv = sys.argv, sys.argv[:1]  # the fit's arguments are `config`, not this process's command line
     try:
@@ -96,7 +112,46 @@ def run_fit(config: Config, export_to: Path) -> float:
     if cli.trainer.is_global_zero:
         with staged_dir(export_to) as tmp:
             cli.model.save_hf(str(tmp))
-    return time.perf_counter() - start
+
+
+def _fit_in_processes(config: Config, export_to: Path) -> None:
+    """A multi-process fit, as a `dapo fit --config <root>/fit.yaml` subprocess; its last.ckpt is exported (an
+    FSDP checkpoint's shards consolidated), since no process here holds the trained model."""
+    last = last_checkpoint(config)  # checked before the fit, not after it
+    resume = resume_point(config)
+    config_file = Path(config["trainer"]["default_root_dir"]) / "fit.yaml"
+    fit_in_processes(config | ({"ckpt_path": resume} if resume else {}), config_file)
+    export_checkpoint(str(last), str(export_to))
+
+
+def launches_processes(trainer: Config) -> bool:
+    """Whether Lightning would run this fit on several processes (devices x num_nodes above 1): then it must be
+    started from a `dapo fit` command line. Devices "auto" means every GPU, or one process on CPU."""
+    if int(trainer.get("num_nodes") or 1) > 1:
+        return True
+    devices = trainer.get("devices", "auto")
+    if devices in ("auto", None):
+        return trainer.get("accelerator") != "cpu" and torch.cuda.device_count() > 1
+    if isinstance(devices, str):  # "2", "-1", or GPU ids "0,1"
+        devices = [d for d in devices.split(",") if d.strip()] if "," in devices else int(devices)
+    if isinstance(devices, int):
+        return devices > 1 or devices == -1  # -1: every device
+    return len(devices) > 1
+
+
+def last_checkpoint(config: Config) -> Path:
+    """`last.ckpt` of a fit that runs in other processes, which is what gets exported: the fit's checkpoint
+    callback must keep one (`save_last`); its folder is `default_root_dir/checkpoints` (`place_outputs`)."""
+    for callback in config["trainer"].get("callbacks") or []:
+        if not isinstance(callback, dict):
+            continue
+        settings = callback.get("init_args", {})
+        if str(callback.get("class_path", "")).endswith("Checkpoint") and settings.get("save_last"):
+            return Path(callback["init_args"]["dirpath"]) / "last.ckpt"
+    raise UserError(
+        f"the fit in {config['trainer']['default_root_dir']} runs on several processes and is exported from its "
+        "last.ckpt, but no checkpoint callback in trainer.callbacks sets save_last: true (configs/critic.yaml has one)"
+    )
 
 
 def _start_round(round_dir: Path, policy: str, critic_init: str) -> None:
