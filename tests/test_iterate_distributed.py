@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -52,8 +53,14 @@ def _workspace(tmp_path: Path, policy_dir: str, overlay: str, extra: dict[str, A
 
 @pytest.mark.parametrize("overlay", ["ddp.yaml", "fsdp.yaml"])
 def test_iterate_round_on_two_processes(overlay, tmp_path, policy_dir, monkeypatch, capfd):
+    """Also with a MASTER_PORT in the environment whose port is taken, as an earlier in-process multi-process fit
+    leaves it: the fit's processes must pick a free port rather than fail with EADDRINUSE."""
     monkeypatch.chdir(tmp_path)
-    cli_main(_workspace(tmp_path, policy_dir, overlay))
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        monkeypatch.setenv("MASTER_PORT", str(held.getsockname()[1]))
+        cli_main(_workspace(tmp_path, policy_dir, overlay))
 
     round_dir = tmp_path / "runs/arith/iterate/iter-01"
     assert (round_dir / "stage_a/summary.json").exists() and (round_dir / "stage_b/summary.json").exists()

@@ -92,7 +92,7 @@ def fit_in_processes(config: dict[str, Any], config_file: Path) -> None:
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     command = [sys.executable, "-m", "dapo.cli", "fit", "--config", str(config_file)]
     log.info("running the fit in its own processes: %s", " ".join(command))
-    fit = subprocess.Popen(command, stderr=subprocess.PIPE, start_new_session=True)
+    fit = subprocess.Popen(command, stderr=subprocess.PIPE, start_new_session=True, env=_fit_environment(config))
     assert fit.stderr is not None
     tail: list[str] = [""]
     copier = threading.Thread(target=_copy_stream, args=(fit.stderr, tail), daemon=True)
@@ -105,6 +105,17 @@ def fit_in_processes(config: dict[str, Any], config_file: Path) -> None:
     copier.join(5.0)  # the killed ranks' ends of the pipe are closed now
     if code != 0:
         raise FitFailed(f"`{' '.join(command)}` failed (exit code {code}); the end of its output:\n{tail[0]}")
+
+
+def _fit_environment(config: dict[str, Any]) -> dict[str, str]:
+    """This process's environment for the fit, without MASTER_PORT on a single node: Lightning then picks a free
+    port. An inherited one may still be held: Lightning writes MASTER_PORT into the environment of a process that
+    ran a multi-process fit in-process, and that fit's store can keep the port after it ends (EADDRINUSE). Several
+    nodes keep it: there the port is agreed between the nodes."""
+    env = dict(os.environ)
+    if int((config.get("trainer") or {}).get("num_nodes") or 1) == 1:
+        env.pop("MASTER_PORT", None)
+    return env
 
 
 def _copy_stream(stream: IO[bytes], tail: list[str]) -> None:
