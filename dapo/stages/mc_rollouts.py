@@ -14,6 +14,9 @@ Work goes shard by shard (`problems_per_shard` problems): solutions, then states
 provenance. A shard is finished iff its states folder exists, so a killed run resumes where it stopped, with
 neither lost nor duplicated records; a finished shard is checked against the current config and policy hash.
 
+`reuse_rollouts` counts a rollout from s_t that took the solution's own step a_t as one of s_{t+1}'s too, and
+samples only the rest (`dapo.stages.rollout_reuse` says why the estimate stays unbiased).
+
 Left out: the CLI (`dapo rollout` wires a generator to `run_rollouts`), generation itself (any `Generator`), and
 sharing rollouts between identical states of different solutions (every state gets its own estimate, as in the
 paper). One run per `out_dir` at a time: stale temp folders there are removed on start.
@@ -38,6 +41,7 @@ from tqdm.auto import tqdm
 from dapo.core.steps import DEFAULT_DELIMITER, join_steps, split_steps, state_text, whole_steps
 from dapo.generation.protocol import Generator, SamplingParams, is_truncated
 from dapo.records import Provenance, RecordError, SkipCounter, read_records, write_json, write_records
+from dapo.stages.rollout_reuse import continuations_through
 from dapo.stages.shards import derive_seed, finished_shards, shard_dir
 from dapo.tasks.base import Example, Task
 from dapo.tasks.grading import score_responses
@@ -76,6 +80,10 @@ class RolloutConfig:
     """Use only the first `limit` problems (None = all)."""
     strict: bool = True
     """Raise on a malformed problem (empty prompt, repeated id, bad `example` JSON); False: skip it and report."""
+    reuse_rollouts: bool = False
+    """Count a rollout from s_t whose first step is the solution's own next step as a rollout from s_{t+1} too, and
+    sample only the rest of s_{t+1}'s `n_rollouts` (unbiased: `dapo.stages.rollout_reuse`). States are then rolled
+    out one step index at a time, a `generate` call per index and count, instead of one call per shard."""
 
     def __post_init__(self) -> None:
         for name in ("n_samples", "n_keep", "n_rollouts", "max_new_tokens", "problems_per_shard"):
@@ -116,6 +124,8 @@ class ShardWork:
     grading_seconds: float
     """Of `seconds`, the time spent grading (for code tasks: waiting on sandboxed test runs), during which the
     generator is idle."""
+    rollouts_reused: int
+    """Rollouts counted for a state without being sampled from it (`reuse_rollouts`)."""
 
 
 @dataclass
@@ -238,7 +248,7 @@ def roll_out_shards(
     size = config.problems_per_shard
     shards = [problems[i : i + size] for i in range(0, len(problems), size)]
     mine = [i for i in range(len(shards)) if i % world_size == rank]
-    finished = finished_shards(out, mine, asdict(config), policy_hash)
+    finished = finished_shards(out, mine, asdict(config), policy_hash, asdict(RolloutConfig()))
     provenance = {"seed": config.seed, "config": asdict(config)}
     provenance |= {"policy_path": policy_path or None, "policy_hash": policy_hash or None}
     counts, sampled, grading = SampleCounts(0, 0, 0), 0, GradingClock()
@@ -263,6 +273,7 @@ def roll_out_shards(
         tokens_generated=generator.tokens_generated - tokens_before,
         tokens_sampling=sampled,
         grading_seconds=grading.seconds,
+        rollouts_reused=counts.reused,
     )
 
 
@@ -283,6 +294,7 @@ def write_summary(config: RolloutConfig, task: Task, works: Sequence[ShardWork])
         tokens_generated=sum(w.tokens_generated for w in works),
         tokens_sampling=sum(w.tokens_sampling for w in works),
         grading_seconds=max(w.grading_seconds for w in works),
+        rollouts_reused=sum(w.rollouts_reused for w in works),
     )
     write_json(out / "summary.json", asdict(summary))
     return summary
@@ -302,7 +314,8 @@ def _run_shard(
     before = generator.tokens_generated
     solutions, counts = _sample_solutions(index, problems, config, generator, task, grading)
     sampled = generator.tokens_generated - before
-    states = _rollout_states(index, solutions, config, generator, task, grading)
+    roll_out = _rollout_states_reusing if config.reuse_rollouts else _rollout_states
+    states, reused = roll_out(index, solutions, config, generator, task, grading)
     solution_rows = [
         {
             "solution_id": s.solution_id,
@@ -317,7 +330,7 @@ def _run_shard(
     out = Path(config.out_dir)
     write_records(solution_rows, shard_dir(out, "solutions", index), "solutions", Provenance(PRODUCER, **provenance))
     write_records(states, shard_dir(out, "states", index), "states", Provenance(PRODUCER, **provenance))
-    return counts, sampled
+    return counts._replace(reused=reused), sampled
 
 
 @dataclass
@@ -342,6 +355,8 @@ class SampleCounts(NamedTuple):
     empty: int
     duplicates: int
     truncated: int
+    reused: int = 0
+    """Rollouts reused from the previous state (`reuse_rollouts`)."""
 
     def plus(self, other: SampleCounts) -> SampleCounts:
         return SampleCounts(*(a + b for a, b in zip(self, other, strict=True)))
@@ -387,6 +402,10 @@ def finished_scores(
     ]
 
 
+Rollouts = dict[tuple[int, int], tuple[list[str], list[float]]]
+"""(solution index, t) -> that state's completions and their rewards."""
+
+
 def _rollout_states(
     index: int,
     solutions: Sequence[_Solution],
@@ -394,23 +413,81 @@ def _rollout_states(
     generator: Generator,
     task: Task,
     grading: GradingClock,
-) -> list[dict[str, Any]]:
-    """State rows of every kept solution, t = 0..T; all rollouts of the shard come from one `generate` call."""
-    states = [(s, t) for s in solutions for t in range(s.states_with_rollouts)]
-    prompts = [state_text(s.problem.prompt, s.steps, t) for s, t in states]
-    params = _params(config, config.n_rollouts, derive_seed(config.seed, index, "rollout"))
-    outputs = _generate(generator, prompts, params) if prompts else []
-    prefixes = [join_steps(s.steps[:t]) for s, t in states]
-    full = [[prefix + c for c in completions] for prefix, completions in zip(prefixes, outputs, strict=True)]
-    examples = [s.problem.example for s, _ in states]
+) -> tuple[list[dict[str, Any]], int]:
+    """State rows of every kept solution, t = 0..T, and 0 rollouts reused; all rollouts of the shard come from one
+    `generate` call."""
+    states = [(i, t) for i, s in enumerate(solutions) for t in range(s.states_with_rollouts)]
+    seed = derive_seed(config.seed, index, "rollout")
+    outputs, rewards = _sample_rollouts(solutions, states, config, config.n_rollouts, seed, generator, task, grading)
+    rolled = dict(zip(states, zip(outputs, rewards, strict=True), strict=True))
+    return _state_rows(solutions, rolled), 0
+
+
+def _rollout_states_reusing(
+    index: int,
+    solutions: Sequence[_Solution],
+    config: RolloutConfig,
+    generator: Generator,
+    task: Task,
+    grading: GradingClock,
+) -> tuple[list[dict[str, Any]], int]:
+    """`_rollout_states` with rollout reuse: step index by step index, each state's completions are those of the
+    previous state that went through the solution's own step (at most `n_rollouts`, in generation order), then
+    fresh ones up to `n_rollouts`; fresh ones come from one `generate` call per step index and missing count.
+    Returns the rows and the number of rollouts reused."""
+    n = config.n_rollouts
+    rolled: Rollouts = {}
+    carried: dict[int, tuple[list[str], list[float]]] = {}  # solution -> completions through its step t - 1
+    reused_total = 0
+    for t in range(max((s.states_with_rollouts for s in solutions), default=0)):
+        live = [i for i, s in enumerate(solutions) if t < s.states_with_rollouts]
+        for i in live:
+            texts, rewards = carried.pop(i, ([], []))
+            rolled[i, t] = texts[:n], rewards[:n]
+            reused_total += len(rolled[i, t][0])
+        for missing in sorted({n - len(rolled[i, t][0]) for i in live} - {0}):
+            group = [(i, t) for i in live if n - len(rolled[i, t][0]) == missing]
+            seed = derive_seed(config.seed, index, f"rollout/t{t}/n{missing}")
+            outputs, scores = _sample_rollouts(solutions, group, config, missing, seed, generator, task, grading)
+            for state, fresh, fresh_rewards in zip(group, outputs, scores, strict=True):
+                rolled[state][0].extend(fresh)
+                rolled[state][1].extend(fresh_rewards)
+        for i in live:
+            if t + 1 < solutions[i].states_with_rollouts:
+                carried[i] = continuations_through(solutions[i].steps[t], *rolled[i, t], config.delimiter)
+    return _state_rows(solutions, rolled), reused_total
+
+
+def _sample_rollouts(
+    solutions: Sequence[_Solution],
+    states: Sequence[tuple[int, int]],
+    config: RolloutConfig,
+    n: int,
+    seed: int,
+    generator: Generator,
+    task: Task,
+    grading: GradingClock,
+) -> tuple[list[list[str]], list[list[float]]]:
+    """`n` completions of each (solution index, t) state from one `generate` call, and their rewards."""
+    if not states:
+        return [], []
+    chosen = [(solutions[i], t) for i, t in states]
+    outputs = _generate(
+        generator, [state_text(s.problem.prompt, s.steps, t) for s, t in chosen], _params(config, n, seed)
+    )
+    full = [[join_steps(s.steps[:t]) + c for c in cs] for (s, t), cs in zip(chosen, outputs, strict=True)]
     with grading.measure():
-        rewards: Iterator[list[float]] = iter(finished_scores(task, examples, full, outputs))
-    completions_of: Iterator[list[str]] = iter(outputs)
+        rewards = finished_scores(task, [s.problem.example for s, _ in chosen], full, outputs)
+    return outputs, rewards
+
+
+def _state_rows(solutions: Sequence[_Solution], rolled: Rollouts) -> list[dict[str, Any]]:
+    """Every kept solution's state rows, t = 0..T: MC values from `rolled`, the terminal state its own reward."""
     rows = []
-    for s in solutions:
+    for i, s in enumerate(solutions):
         for t in range(s.states_with_rollouts):
-            completions, state_rewards = next(completions_of), next(rewards)
-            rows.append(_state_row(s, t, mc_value(state_rewards), completions, state_rewards))
+            completions, rewards = rolled[i, t]
+            rows.append(_state_row(s, t, mc_value(rewards), completions, rewards))
         if not s.truncated:
             rows.append(_state_row(s, len(s.steps), s.reward, [], []))
     return rows

@@ -14,12 +14,15 @@ from typing import Any
 from dapo.records import SHARD_PREFIX, read_provenance
 
 
-def finished_shards(out: Path, shards: Sequence[int], config: dict[str, Any], policy_hash: str) -> set[int]:
-    """Those of `shards` an earlier run finished (checked to match), after clearing their stale temp folders."""
+def finished_shards(
+    out: Path, shards: Sequence[int], config: dict[str, Any], policy_hash: str, defaults: dict[str, Any] | None = None
+) -> set[int]:
+    """Those of `shards` an earlier run finished (checked to match), after clearing their stale temp folders.
+    `defaults`: the config's default values, read for options a shard written by an older dapo does not record."""
     remove_temp_dirs(out, shards)
     finished = {i for i in shards if shard_dir(out, "states", i).is_dir()}
     for i in sorted(finished):
-        check_resumable(shard_dir(out, "states", i), config, policy_hash)
+        check_resumable(shard_dir(out, "states", i), config, policy_hash, defaults)
     return finished
 
 
@@ -33,11 +36,14 @@ def shard_dir(out: Path, kind: str, index: int) -> Path:
     return out / kind / f"{SHARD_PREFIX}{index:05d}"
 
 
-def check_resumable(shard: Path, config: dict[str, Any], policy_hash: str) -> None:
-    """Refuse to resume over a finished shard made with another config (out_dir aside) or another policy."""
+def check_resumable(
+    shard: Path, config: dict[str, Any], policy_hash: str, defaults: dict[str, Any] | None = None
+) -> None:
+    """Refuse to resume over a finished shard made with another config (out_dir aside) or another policy. An option
+    the shard does not record (added to dapo after it was written) counts as its default from `defaults`."""
     provenance = read_provenance(shard)
     ours = {k: v for k, v in config.items() if k != "out_dir"}
-    theirs = {k: v for k, v in provenance.config.items() if k != "out_dir"}
+    theirs = {k: v for k, v in ((defaults or {}) | provenance.config).items() if k != "out_dir"}
     changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
     if changed:
         raise ValueError(f"{shard} was made with a different config ({', '.join(changed)}); use a new out_dir")
