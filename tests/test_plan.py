@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dapo.cli import cli_main
-from dapo.pipeline.plan import Assumptions, measure_means, model_shape, plan
+from dapo.pipeline.plan import Assumptions, fsdp_shards, measure_means, model_shape, plan
 from dapo.pipeline.plan_costs import Device, ModelShape, StageCost, Workload, stage_costs
-from dapo.pipeline.plan_memory import TrainSetup, training_memory
+from dapo.pipeline.plan_memory import TrainSetup, block_params, training_memory, variants
 
 SMALL = Workload(problems=1, n_samples=2, n_keep=1, n_rollouts=2, steps=2, tokens_per_step=3, prompt_tokens=4)
 NO_ATTENTION = ModelShape(params=10, layers=0, hidden=0)
@@ -104,6 +106,8 @@ def test_plan_command_reads_the_iterate_config(tiny_model_dir, capsys):
     assert "fits: peak <= 80 GB" in out
 
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
 LLAMA_8B = ModelShape(params=7.5e9, layers=32, hidden=4096, vocab=128256, heads=32, kv_heads=8,
                       intermediate=14336, embedding=128256 * 4096)  # fmt: skip
 ACTOR_SETUP = TrainSetup(tokens=8192, sequence=1024, logit_tokens=4096)
@@ -126,6 +130,22 @@ def test_memory_responds_to_each_switch():
     assert adam8.optimizer == full.optimizer / 4
     assert checkpointed.peak < full.peak and qlora.peak < lora.peak
     assert full.fits(full.peak) and not full.fits(full.peak - 1)
+
+
+def test_fsdp_shards_the_state_but_not_the_activations():
+    """Under FSDP2 over 8 devices each holds an eighth of the weights, gradients and optimizer state plus one
+    gathered block; activations are per device as before. The degree comes from configs/fsdp.yaml's strategy, and
+    the FSDP2 row is offered for full fine-tuning only."""
+    full = training_memory(LLAMA_8B, ACTOR_SETUP)
+    sharded = training_memory(LLAMA_8B, replace(ACTOR_SETUP, shards=8))
+    block = 4 * block_params(LLAMA_8B) / LLAMA_8B.layers * 7 / 8
+    assert sharded.weights == pytest.approx(full.weights / 8 + block)
+    assert sharded.gradients == pytest.approx(full.gradients / 8 + block)
+    assert sharded.optimizer == pytest.approx(full.optimizer / 8) and sharded.activations == full.activations
+    fsdp = yaml.safe_load((CONFIGS / "fsdp.yaml").read_text())["trainer"]
+    assert fsdp_shards(fsdp) == 2 and fsdp_shards({"strategy": "ddp"}) == 1 and fsdp_shards({}) == 1
+    assert "FSDP2 over 8 + checkpointing" in variants(ACTOR_SETUP)
+    assert not any(name.startswith("FSDP2") for name in variants(replace(ACTOR_SETUP, lora_r=16)))
 
 
 def test_critic_memory_has_no_logits():

@@ -266,7 +266,16 @@ def train_setup(config: Config, tokens: float, sequence: float, action_share: fl
         optimizer="adamw8bit" if optimizer.endswith("8bit") else "adamw",
         eager_attention=args.get("attn_implementation") == "eager",
         activation_bytes=2.0 if "16" in precision else 4.0,
+        shards=fsdp_shards(config.get("trainer") or {}),
     )
+
+
+def fsdp_shards(trainer: Config) -> int:
+    """The FSDP2 data-parallel degree of a fit config (configs/fsdp.yaml's ModelParallelStrategy), else 1."""
+    strategy = trainer.get("strategy")
+    if not isinstance(strategy, dict) or not str(strategy.get("class_path", "")).endswith("ModelParallelStrategy"):
+        return 1
+    return int((strategy.get("init_args") or {}).get("data_parallel_size") or 1)
 
 
 def stage_memory(critic: Config, actor: Config, w: Workload, model: ModelShape) -> dict[str, Memory]:

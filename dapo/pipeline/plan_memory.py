@@ -64,6 +64,9 @@ class TrainSetup:
     """attn_implementation "eager": the attention probabilities are kept."""
     activation_bytes: float = 4.0
     """4 in fp32, 2 under bf16 / fp16 mixed precision."""
+    shards: int = 1
+    """FSDP2 data-parallel degree: weights, gradients and optimizer state are split over this many devices, and one
+    decoder block at a time is gathered whole (its weights, and its gradients before they are reduce-scattered)."""
 
 
 @dataclass(frozen=True)
@@ -154,12 +157,15 @@ def first_block_bytes(model: ModelShape, setup: TrainSetup) -> float:
 
 
 def training_memory(model: ModelShape, setup: TrainSetup) -> Memory:
-    """Weights, gradients, optimizer state and activations of one micro-batch's training step."""
-    trainable = trainable_params(model, setup)
+    """Weights, gradients, optimizer state and activations of one micro-batch's training step, on one device (under
+    FSDP2, its shard of the state plus one gathered block)."""
+    trainable, shards = trainable_params(model, setup), setup.shards
+    block = block_params(model) / model.layers if model.layers else 0.0  # no layers: a plan without a model
+    gathered = 0.0 if shards == 1 else 4 * block * (shards - 1) / shards
     return Memory(
-        weights=weight_bytes(model, setup),
-        gradients=4 * trainable,
-        optimizer=OPTIMIZER_BYTES[setup.optimizer] * trainable,
+        weights=weight_bytes(model, setup) / shards + gathered,
+        gradients=4 * trainable / shards + gathered,
+        optimizer=OPTIMIZER_BYTES[setup.optimizer] * trainable / shards,
         activations=activation_bytes(model, setup),
         early_gradients=4 * model.vocab * model.hidden if setup.lm_head and setup.lora_r is None else 0.0,
         late_activations=first_block_bytes(model, setup),
@@ -178,15 +184,20 @@ def inference_memory(
     return Memory(weights=weights, gradients=0.0, optimizer=0.0, activations=cache + forward)
 
 
-def variants(setup: TrainSetup, lora_r: int = 16) -> dict[str, TrainSetup]:
-    """The configured setup and the memory switches a user would try next."""
+def variants(setup: TrainSetup, lora_r: int = 16, fsdp_devices: int = 8) -> dict[str, TrainSetup]:
+    """The configured setup and the memory switches a user would try next. LoRA and 4-bit bases are not sharded
+    (configs/fsdp.yaml does not support them), so FSDP2 is offered for full fine-tuning only."""
     r = setup.lora_r or lora_r
-    return {
+    rows = {
         "as configured": setup,
         "checkpointing " + ("off" if setup.checkpointing else "on"): replace(
             setup, checkpointing=not setup.checkpointing
         ),
-        f"LoRA r={r}": replace(setup, lora_r=r, load_in=None),
-        f"LoRA r={r} + checkpointing": replace(setup, lora_r=r, load_in=None, checkpointing=True),
-        f"QLoRA 4-bit r={r} + checkpointing": replace(setup, lora_r=r, load_in="4bit", checkpointing=True),
+    }
+    if setup.lora_r is None and setup.load_in is None and setup.shards == 1:
+        rows[f"FSDP2 over {fsdp_devices} + checkpointing"] = replace(setup, shards=fsdp_devices, checkpointing=True)
+    return rows | {
+        f"LoRA r={r}": replace(setup, lora_r=r, load_in=None, shards=1),
+        f"LoRA r={r} + checkpointing": replace(setup, lora_r=r, load_in=None, checkpointing=True, shards=1),
+        f"QLoRA 4-bit r={r} + checkpointing": replace(setup, lora_r=r, load_in="4bit", checkpointing=True, shards=1),
     }
