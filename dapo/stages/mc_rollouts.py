@@ -28,6 +28,7 @@ paper). One run per `out_dir` at a time: stale temp folders there are removed on
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import random
 import time
@@ -38,6 +39,7 @@ from typing import Any, NamedTuple
 
 from tqdm.auto import tqdm
 
+from dapo.core.stats import wilson_ci95
 from dapo.core.steps import DEFAULT_DELIMITER, join_steps, split_steps, state_text, whole_steps
 from dapo.generation.protocol import Generator, SamplingParams, is_truncated
 from dapo.records import Provenance, RecordError, SkipCounter, read_records, write_json, write_records
@@ -84,6 +86,13 @@ class RolloutConfig:
     """Count a rollout from s_t whose first step is the solution's own next step as a rollout from s_{t+1} too, and
     sample only the rest of s_{t+1}'s `n_rollouts` (unbiased: `dapo.stages.rollout_reuse`). States are then rolled
     out one step index at a time, a `generate` call per index and count, instead of one call per shard."""
+    adaptive_width: float | None = None
+    """Stop adding rollouts to a state once the Wilson 95% interval of its value is narrower than this (at most
+    `n_rollouts`, in chunks of `adaptive_min_rollouts`); None: every state gets `n_rollouts`. Unlike reuse this is not
+    unbiased: when to stop depends on the outcomes seen (the size of the bias is measured in
+    tests/test_rollout_reuse.py)."""
+    adaptive_min_rollouts: int = 4
+    """With `adaptive_width`: rollouts every state gets first, and the chunk added while its interval is too wide."""
 
     def __post_init__(self) -> None:
         for name in ("n_samples", "n_keep", "n_rollouts", "max_new_tokens", "problems_per_shard"):
@@ -99,6 +108,12 @@ class RolloutConfig:
             raise ValueError("delimiter must be a non-empty string")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1 or None, got {self.limit}")
+        if self.adaptive_width is not None and not 0 < self.adaptive_width <= 1:
+            raise ValueError(f"adaptive_width must be in (0, 1] or None, got {self.adaptive_width}")
+        if not 1 <= self.adaptive_min_rollouts <= self.n_rollouts:
+            raise ValueError(
+                f"adaptive_min_rollouts must be in 1..n_rollouts ({self.n_rollouts}), got {self.adaptive_min_rollouts}"
+            )
 
 
 @dataclass
@@ -314,7 +329,8 @@ def _run_shard(
     before = generator.tokens_generated
     solutions, counts = _sample_solutions(index, problems, config, generator, task, grading)
     sampled = generator.tokens_generated - before
-    roll_out = _rollout_states_reusing if config.reuse_rollouts else _rollout_states
+    in_waves = config.reuse_rollouts or config.adaptive_width is not None
+    roll_out = _rollout_states_in_waves if in_waves else _rollout_states
     states, reused = roll_out(index, solutions, config, generator, task, grading)
     solution_rows = [
         {
@@ -423,7 +439,7 @@ def _rollout_states(
     return _state_rows(solutions, rolled), 0
 
 
-def _rollout_states_reusing(
+def _rollout_states_in_waves(
     index: int,
     solutions: Sequence[_Solution],
     config: RolloutConfig,
@@ -431,11 +447,13 @@ def _rollout_states_reusing(
     task: Task,
     grading: GradingClock,
 ) -> tuple[list[dict[str, Any]], int]:
-    """`_rollout_states` with rollout reuse: step index by step index, each state's completions are those of the
-    previous state that went through the solution's own step (at most `n_rollouts`, in generation order), then
-    fresh ones up to `n_rollouts`; fresh ones come from one `generate` call per step index and missing count.
-    Returns the rows and the number of rollouts reused."""
-    n = config.n_rollouts
+    """`_rollout_states` step index by step index, for rollout reuse and adaptive allocation. A state's completions
+    are first those of the previous state that went through the solution's own step (`reuse_rollouts`; at most
+    `n_rollouts`, in generation order), then fresh ones up to its goal: `n_rollouts`, or with `adaptive_width`
+    `adaptive_min_rollouts`, raised by that many while its Wilson interval is wider than `adaptive_width`. Fresh
+    ones come from one `generate` call per step index, round and missing count. Returns the rows and the number of
+    rollouts reused."""
+    n, adaptive = config.n_rollouts, config.adaptive_width is not None
     rolled: Rollouts = {}
     carried: dict[int, tuple[list[str], list[float]]] = {}  # solution -> completions through its step t - 1
     reused_total = 0
@@ -445,17 +463,33 @@ def _rollout_states_reusing(
             texts, rewards = carried.pop(i, ([], []))
             rolled[i, t] = texts[:n], rewards[:n]
             reused_total += len(rolled[i, t][0])
-        for missing in sorted({n - len(rolled[i, t][0]) for i in live} - {0}):
-            group = [(i, t) for i in live if n - len(rolled[i, t][0]) == missing]
-            seed = derive_seed(config.seed, index, f"rollout/t{t}/n{missing}")
-            outputs, scores = _sample_rollouts(solutions, group, config, missing, seed, generator, task, grading)
-            for state, fresh, fresh_rewards in zip(group, outputs, scores, strict=True):
-                rolled[state][0].extend(fresh)
-                rolled[state][1].extend(fresh_rewards)
+        goal = dict.fromkeys(live, config.adaptive_min_rollouts if adaptive else n)
+        for round_ in itertools.count():
+            missing_of = {i: goal[i] - len(rolled[i, t][0]) for i in live}
+            for missing in sorted({m for m in missing_of.values() if m > 0}):
+                group = [(i, t) for i in live if missing_of[i] == missing]
+                phase = f"rollout/t{t}/n{missing}" if round_ == 0 else f"rollout/t{t}/r{round_}/n{missing}"
+                seed = derive_seed(config.seed, index, phase)
+                outputs, scores = _sample_rollouts(solutions, group, config, missing, seed, generator, task, grading)
+                for state, fresh, fresh_rewards in zip(group, outputs, scores, strict=True):
+                    rolled[state][0].extend(fresh)
+                    rolled[state][1].extend(fresh_rewards)
+            wide = [i for i in live if adaptive and len(rolled[i, t][1]) < n and _too_wide(rolled[i, t][1], config)]
+            if not wide:
+                break
+            for i in wide:
+                goal[i] = min(n, len(rolled[i, t][1]) + config.adaptive_min_rollouts)
         for i in live:
-            if t + 1 < solutions[i].states_with_rollouts:
+            if t + 1 < solutions[i].states_with_rollouts and config.reuse_rollouts:
                 carried[i] = continuations_through(solutions[i].steps[t], *rolled[i, t], config.delimiter)
     return _state_rows(solutions, rolled), reused_total
+
+
+def _too_wide(rewards: Sequence[float], config: RolloutConfig) -> bool:
+    """Whether the Wilson 95% interval of a state's value (rewards counted as successes) is wider than
+    `adaptive_width`."""
+    low, high = wilson_ci95(round(sum(rewards)), len(rewards))
+    return high - low > (config.adaptive_width or 1.0)
 
 
 def _sample_rollouts(
