@@ -53,13 +53,16 @@ def _workspace(tmp_path: Path, policy_dir: str, overlay: str, extra: dict[str, A
 
 @pytest.mark.parametrize("overlay", ["ddp.yaml", "fsdp.yaml"])
 def test_iterate_round_on_two_processes(overlay, tmp_path, policy_dir, monkeypatch, capfd):
-    """Also with a MASTER_PORT in the environment whose port is taken, as an earlier in-process multi-process fit
-    leaves it: the fit's processes must pick a free port rather than fail with EADDRINUSE."""
+    """Also with the launch variables an earlier in-process multi-process fit leaves in the environment (a
+    MASTER_PORT whose port is taken, WORLD_SIZE, RANK, ...): the fit must start its own ranks on a free port rather
+    than fail with EADDRINUSE or wait for ranks of a launcher that is not there."""
     monkeypatch.chdir(tmp_path)
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
         monkeypatch.setenv("MASTER_PORT", str(held.getsockname()[1]))
+        for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "NODE_RANK": "0"}.items():
+            monkeypatch.setenv(name, value)  # as an in-process fit leaves them
         cli_main(_workspace(tmp_path, policy_dir, overlay))
 
     round_dir = tmp_path / "runs/arith/iterate/iter-01"

@@ -167,4 +167,5 @@ def test_adaptive_settings_are_checked():
     with pytest.raises(ValueError, match="adaptive_width must be in"):
         RolloutConfig(adaptive_width=0.0)
     with pytest.raises(ValueError, match=r"adaptive_min_rollouts must be in 1..n_rollouts \(16\)"):
-        RolloutConfig(adaptive_min_rollouts=17)
+        RolloutConfig(adaptive_width=0.5, adaptive_min_rollouts=17)
+    RolloutConfig(n_rollouts=2)  # the minimum is only checked when adaptive allocation is on

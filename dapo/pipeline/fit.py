@@ -107,14 +107,20 @@ def fit_in_processes(config: dict[str, Any], config_file: Path) -> None:
         raise FitFailed(f"`{' '.join(command)}` failed (exit code {code}); the end of its output:\n{tail[0]}")
 
 
+LAUNCH_VARIABLES = ("MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_WORLD_SIZE")
+"""What a launcher tells a rank; left in this process by an earlier in-process multi-process fit."""
+
+
 def _fit_environment(config: dict[str, Any]) -> dict[str, str]:
-    """This process's environment for the fit, without MASTER_PORT on a single node: Lightning then picks a free
-    port. An inherited one may still be held: Lightning writes MASTER_PORT into the environment of a process that
-    ran a multi-process fit in-process, and that fit's store can keep the port after it ends (EADDRINUSE). Several
-    nodes keep it: there the port is agreed between the nodes."""
+    """This process's environment for the fit, without the launch variables on a single node, where the fit starts
+    its own ranks. Inherited ones mislead it: Lightning writes them into the environment of a process that ran a
+    multi-process fit in-process; with WORLD_SIZE and RANK set, the fit takes itself for a rank of an outside
+    launcher and waits for ranks that never come, and an inherited MASTER_PORT may still be held (EADDRINUSE).
+    Several nodes keep them: there the nodes' launcher sets them."""
     env = dict(os.environ)
     if int((config.get("trainer") or {}).get("num_nodes") or 1) == 1:
-        env.pop("MASTER_PORT", None)
+        for name in LAUNCH_VARIABLES:
+            env.pop(name, None)
     return env
 
 

@@ -15,7 +15,8 @@ provenance. A shard is finished iff its states folder exists, so a killed run re
 neither lost nor duplicated records; a finished shard is checked against the current config and policy hash.
 
 `reuse_rollouts` counts a rollout from s_t that took the solution's own step a_t as one of s_{t+1}'s too, and
-samples only the rest (`dapo.stages.rollout_reuse` says why the estimate stays unbiased).
+samples only the rest (`dapo.stages.rollout_reuse` says why the estimate stays unbiased). `adaptive_width` stops
+adding rollouts to a state once its Wilson interval is narrow enough (fewer tokens, at a small bias).
 
 Left out: the CLI (`dapo rollout` wires a generator to `run_rollouts`), generation itself (any `Generator`), and
 sharing rollouts between identical states of different solutions (every state gets its own estimate, as in the
@@ -110,7 +111,7 @@ class RolloutConfig:
             raise ValueError(f"limit must be >= 1 or None, got {self.limit}")
         if self.adaptive_width is not None and not 0 < self.adaptive_width <= 1:
             raise ValueError(f"adaptive_width must be in (0, 1] or None, got {self.adaptive_width}")
-        if not 1 <= self.adaptive_min_rollouts <= self.n_rollouts:
+        if self.adaptive_width is not None and not 1 <= self.adaptive_min_rollouts <= self.n_rollouts:
             raise ValueError(
                 f"adaptive_min_rollouts must be in 1..n_rollouts ({self.n_rollouts}), got {self.adaptive_min_rollouts}"
             )
