@@ -9,9 +9,9 @@ Parts, in order (each row of the table gives its status, seconds and figures):
   3. critic fit (FSDP2) and 4. actor fit (FSDP2): the round's two fits again under configs/fsdp.yaml
      (ModelParallelStrategy, `fully_shard` per decoder block) with devices 1 and data_parallel_size 1, on the
      round's Stage A states and Stage B actions;
-  5. generation: tokens/s of HFGenerator vs plain `model.generate` on the MC-rollout workload of
-     benchmarks/rollout_throughput.py (states of arith solutions, 16 rollouts each), one timed run each after a
-     warm-up;
+  5. generation: tokens/s of HFGenerator vs plain `model.generate` and vs transformers' continuous batching
+     (`model.generate_batch`) on the MC-rollout workload of benchmarks/rollout_throughput.py (states of arith
+     solutions, 16 rollouts each), one timed run each after a warm-up;
   6. training MFU: a plain training step (forward, backward, AdamW) of the policy on random tokens under bf16
      autocast; MFU = 6 * parameters * tokens/s / the GPU's peak dense bf16 FLOP/s (`PEAK_TFLOPS`: H100 and H200
      989 TFLOP/s, A100 312; `--peak-tflops` for other GPUs). 6N ignores attention's FLOPs, so it reads a little low.
@@ -23,6 +23,7 @@ A time budget (`--budget-s`, 420 s) stops starting new parts and names those tha
 `--cpu`: the same parts on a tiny random model, tiny sizes and 32-bit (MFU n/a), so CI keeps the script working.
 
 Run (repository root):  python -m benchmarks.gpu_check --model runs/smollm2/policy
+                        python -m benchmarks.gpu_check --model DIR --random-weights   (DIR: config + tokenizer)
                         python -m benchmarks.gpu_check --cpu
 """
 
@@ -96,6 +97,7 @@ class Setup:
     work: Path
     model: str | None
     peak_tflops: float | None
+    random_weights: bool = False
     finished: set[str] = field(default_factory=set)
 
 
@@ -152,7 +154,10 @@ def package_report(missing: Sequence[str]) -> str:
 
 
 def prepare_model(setup: Setup) -> str:
-    """The policy folder: `--model` as given, a tiny random Llama (`--cpu`), or SmolLM2 converted from its GGUF."""
+    """The policy folder: `--model` as given (with `--random-weights`, its config and tokenizer with seeded random
+    weights), a tiny random Llama (`--cpu`), or SmolLM2 converted from its GGUF."""
+    if setup.model is not None and setup.random_weights:
+        return random_weights(setup)
     if setup.model is not None:
         return f"{setup.model} (given)"
     if setup.cpu:
@@ -169,6 +174,27 @@ def prepare_model(setup: Setup) -> str:
 
     setup.model = str(import_gguf(str(setup.work / "smollm2")))
     return f"SmolLM2-135M-Instruct converted into {setup.model}"
+
+
+def random_weights(setup: Setup) -> str:
+    """A model of `--model`'s shape and tokenizer with seeded random weights, for timing where the weights cannot
+    travel (a machine that downloads nothing and takes small uploads): speed depends on the shape, not the values,
+    except that a random policy rarely stops before `max_new_tokens`."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    assert setup.model is not None
+    source, path = Path(setup.model), setup.work / "random-policy"
+    config = AutoConfig.from_pretrained(source)
+    torch.manual_seed(SEED)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.save_pretrained(path)
+    for file in source.iterdir():
+        if file.is_file() and not file.name.startswith("model") and not (path / file.name).exists():
+            shutil.copy(file, path / file.name)
+    setup.model = str(path)
+    parameters = sum(p.numel() for p in model.parameters())
+    return f"{source.name}'s shape and tokenizer, seeded random weights, {parameters / 1e6:.1f}M parameters"
 
 
 def round_overlays(setup: Setup) -> dict[str, Any]:
@@ -250,11 +276,13 @@ def _fit(config: dict[str, Any]) -> None:
 
 
 def generation(setup: Setup) -> str:
-    """HFGenerator vs plain `generate` on benchmarks/rollout_throughput.py's workload: one warm-up, one timed run."""
+    """HFGenerator vs plain `generate` and vs transformers' continuous batching (`generate_batch`) on
+    benchmarks/rollout_throughput.py's workload: one warm-up, one timed run each. A peer that fails is reported in
+    the row, not raised (HFGenerator's own failure fails the part)."""
     import torch
 
     from benchmarks.common import paper_task
-    from benchmarks.rollout_throughput import counted, plain_generate, workload_states
+    from benchmarks.rollout_throughput import batch_generate, counted, plain_generate, workload_states
     from dapo.generation.hf_generator import HFGenerator
     from dapo.generation.protocol import SamplingParams
 
@@ -266,17 +294,29 @@ def generation(setup: Setup) -> str:
     generator = HFGenerator.from_pretrained(
         setup.model, dtype=dtype, device=device, batch_size=16 if setup.cpu else 256
     )
-    speed = {}
-    for name, run in (("HFGenerator", counted), ("plain generate", plain_generate)):
-        run(generator, states[:2], params)  # warm-up
-        start = time.perf_counter()
-        generated = run(generator, states, params)
-        speed[name] = generated / (time.perf_counter() - start)
-    ratio = speed["HFGenerator"] / speed["plain generate"]
-    return (
-        f"HFGenerator {speed['HFGenerator']:,.0f} tok/s, plain generate {speed['plain generate']:,.0f} tok/s "
-        f"({ratio:.2f}x); {len(states)} states x {params.n} rollouts"
-    )
+    ways = {"HFGenerator": counted, "plain generate": plain_generate}
+    if not setup.cpu:  # continuous batching's per-step scheduling takes half a minute on CPU even here
+        ways["generate_batch"] = batch_generate
+    speed, failed = {}, {}
+    for name, run in ways.items():
+        try:
+            run(generator, states[:2], params)  # warm-up
+            _synchronize(setup.cpu)
+            start = time.perf_counter()
+            generated = run(generator, states, params)
+            _synchronize(setup.cpu)
+            speed[name] = generated / (time.perf_counter() - start)
+        except Exception as error:  # a peer's failure is a figure of the row
+            if name == "HFGenerator":
+                raise
+            traceback.print_exc()
+            failed[name] = f"{type(error).__name__}: {error}"[:120]
+    figures = [f"{name} {rate:,.0f} tok/s" for name, rate in speed.items()]
+    figures += [
+        f"HFGenerator / {name} {speed['HFGenerator'] / speed[name]:.2f}x" for name in speed if name != "HFGenerator"
+    ]
+    figures += [f"{name} failed ({reason})" for name, reason in failed.items()]
+    return f"{'; '.join(figures)}; {len(states)} states x {params.n} rollouts, at most {tokens} new tokens"
 
 
 def training_mfu(setup: Setup) -> str:
@@ -352,7 +392,7 @@ PARTS = [
         ("iterate round (Stage A, critic, Stage B, actor)",),
         lambda setup: fsdp_fit(setup, "actor"),
     ),
-    Part("generation: HFGenerator vs plain generate", DAPO, ("model",), generation),
+    Part("generation: HFGenerator vs plain generate, generate_batch", DAPO, ("model",), generation),
     Part("training MFU", ("torch", "transformers", "safetensors"), ("model",), training_mfu),
 ]
 
@@ -400,6 +440,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--cpu", action="store_true", help="tiny model, tiny sizes, 32-bit: the CI smoke mode")
     parser.add_argument("--model", default=None, help="policy folder (e.g. made by `dapo import-gguf --out DIR`)")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="use --model's config and tokenizer with seeded random weights (the folder needs no weight files)",
+    )
     parser.add_argument("--work", default=None, help="folder for the parts' outputs (default: a temporary one)")
     parser.add_argument("--budget-s", type=float, default=420.0, help="start no part after this many seconds")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s of the GPU")
@@ -415,7 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="dapo-gpu-check-"))
-    setup = Setup(args.cpu, work, args.model, None)
+    if args.random_weights and args.model is None:
+        raise SystemExit("gpu_check: --random-weights needs --model DIR (a folder with config.json and a tokenizer)")
+    setup = Setup(args.cpu, work, args.model, None, args.random_weights)
     if not args.cpu and "torch" not in missing:
         setup.peak_tflops = args.peak_tflops or known_peak_tflops()
     outcomes = []
