@@ -11,7 +11,10 @@ policy (trained once with `--sft-steps` fine-tuning steps into runs/bench). Then
     (steps and tokens per step of the kept solutions, share of distinct candidates and of kept states), which
     checks the planner's arithmetic. The target is agreement within 20%.
 
-Run: `python -m benchmarks.end_to_end [--problems 128 --sft-steps 300]`
+`--reuse-rollouts` and `--pack-prompts` run the round with Stage A's rollout reuse and the critic's prompt trees
+(configs/reuse_rollouts.yaml, configs/pack_prompts.yaml), for a before / after comparison of the same round.
+
+Run: `python -m benchmarks.end_to_end [--problems 128 --sft-steps 300 --reuse-rollouts --pack-prompts]`
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--problems", type=int, default=128, help="arith problems in the round")
     parser.add_argument("--sft-steps", type=int, default=300, help="fine-tuning steps of the start policy")
+    parser.add_argument("--reuse-rollouts", action="store_true", help="Stage A reuses rollouts (stage_a.rollout)")
+    parser.add_argument("--pack-prompts", action="store_true", help="the critic trains on prompt trees (data)")
     return parser.parse_args(argv)
 
 
@@ -50,9 +55,22 @@ def start_policy(sft_steps: int) -> Path:
     return out
 
 
-def overlay(problems: int, root: Path) -> dict[str, Any]:
-    """The Stage A overlay of the round: its own problems file, `problems` of them."""
-    return {"rollout": {"limit": problems, "problems_path": str(root / "problems")}}
+def overlay(problems: int, root: Path, reuse: bool = False) -> dict[str, Any]:
+    """The Stage A overlay of the round: its own problems file, `problems` of them, rollout reuse on or off."""
+    return {"rollout": {"limit": problems, "problems_path": str(root / "problems"), "reuse_rollouts": reuse}}
+
+
+def critic_config(root: Path, pack_prompts: bool) -> str:
+    """The demo's critic config, with `data.pack_prompts` set (written under `root`: iterate's `data` overlay
+    reaches the actor too, which has no prompt trees)."""
+    import yaml
+
+    from dapo.pipeline.configs import load_config
+
+    config = load_config(CRITIC, [{"data": {"pack_prompts": pack_prompts}}])
+    path = root / "critic.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
 
 
 def stage_seconds(round_dir: Path) -> dict[str, float]:
@@ -145,14 +163,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     policy = start_policy(args.sft_steps)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        stage_a = overlay(args.problems, root)
-        iterate(str(policy), str(root / "iterate"), 1, CRITIC, ACTOR, stage_a=stage_a, seed=0)
+        stage_a = overlay(args.problems, root, args.reuse_rollouts)
+        critic = critic_config(root, args.pack_prompts)
+        iterate(str(policy), str(root / "iterate"), 1, critic, ACTOR, stage_a=stage_a, seed=0)
         round_dir = root / "iterate" / "iter-01"
         seconds, measured = stage_seconds(round_dir), measured_tokens(round_dir, policy)
         means = run_means(round_dir, policy)
         plans = {"reference means": planned(policy, stage_a, Assumptions())}
         plans["run's means"] = planned(policy, stage_a, Assumptions(**means))
+    switches = f"reuse_rollouts {args.reuse_rollouts}, pack_prompts {args.pack_prompts}"
     print(f"\nworkload: one demo round on {args.problems} arith problems, start policy with {args.sft_steps} SFT steps")
+    print(f"switches: {switches}")
     print("run's means: " + ", ".join(f"{k} {v:.2f}" for k, v in means.items()))
     print_tables(seconds, measured, plans)
 

@@ -17,11 +17,11 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from dapo.core.alignment import last_token_indices, token_span, tokenize_trajectory, tokenize_with_offsets
-from dapo.core.packing import TokenGroup, group_rows, unpacked_length
+from dapo.core.packing import TokenGroup, common_prefix_length, group_rows, unpacked_length
 from dapo.core.steps import DEFAULT_DELIMITER, join_steps
 from dapo.records import RecordError, SkipCounter
 
-from .collate import ActorItem, CriticItem
+from .collate import ActorItem, CriticItem, CriticTree
 
 
 def check_steps(steps: Sequence[str], delimiter: str, last_may_end: bool = True) -> None:
@@ -82,6 +82,23 @@ def critic_items(
             continue
         items.append(CriticItem(key=sid, input_ids=ids, boundaries=boundaries, targets=targets, target_mask=mask))
     return items, skipped
+
+
+def critic_trees(items: Sequence[CriticItem], problem_of: Mapping[str, str]) -> list[CriticTree]:
+    """The trajectories of each problem (`problem_of`: solution id -> problem id) as one shared-prefix tree: the
+    tokens all its trajectories start with (the prompt, at least) once, then each trajectory's rest. Values are
+    unchanged, because a causal model gives a shared token the same hidden state whichever row it sits in."""
+    by_problem: dict[str, list[CriticItem]] = {}
+    for item in items:
+        by_problem.setdefault(problem_of[item["key"]], []).append(item)
+    trees = []
+    for problem, group in by_problem.items():
+        rows = [item["input_ids"] for item in group]
+        shared = min(common_prefix_length(rows[0], row) for row in rows)
+        prefix, suffixes = list(rows[0][:shared]), [list(row[shared:]) for row in rows]
+        tokens = TokenGroup(prefix=prefix, suffixes=suffixes, starts=[len(row) for row in rows])
+        trees.append(CriticTree(key=problem, trajectories=list(group), group=tokens))
+    return trees
 
 
 def action_row(tokenizer: PreTrainedTokenizerBase, prefix: str, action: str, append_eos: bool) -> tuple[list[int], int]:

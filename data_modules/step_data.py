@@ -3,7 +3,9 @@
 mode="critic" reads a `states` dataset and yields trajectories with MC targets at every step boundary;
 mode="actor" reads an `actions` dataset and yields states with all their candidate actions in one micro-batch,
 packed as one row per state (the state's tokens once, then every action).
-Batches are length-bucketed under a token budget (`max_tokens` padded tokens per micro-batch).
+Batches are length-bucketed under a token budget (`max_tokens` padded tokens per micro-batch). With
+`pack_prompts` the critic's training batches hold prompt trees: a problem's solutions in one row, their shared
+prompt once (`collate_critic_trees`); validation batches stay one row per solution.
 Validation data is `val_path`, or a `val_fraction` of the problems held out by a stable hash of their id.
 """
 
@@ -23,8 +25,8 @@ from dapo.core.padding import pad_id_of
 from dapo.core.steps import DEFAULT_DELIMITER
 from dapo.records import read_records
 
-from .collate import collate_actor, collate_critic
-from .featurize import actor_items, critic_items
+from .collate import collate_actor, collate_critic, collate_critic_trees
+from .featurize import actor_items, critic_items, critic_trees
 from .resumable import ResumableDataLoader
 from .sampler import TokenBudgetBatchSampler
 
@@ -64,6 +66,7 @@ class StepDataModule(L.LightningDataModule):
         seed: int = 0,
         strict: bool = True,
         delimiter: str = DEFAULT_DELIMITER,
+        pack_prompts: bool = False,
     ) -> None:
         """
         Args:
@@ -81,11 +84,16 @@ class StepDataModule(L.LightningDataModule):
                 report the counts (see docs/reliability.md for every case).
             delimiter: the step delimiter the records were split with (every step but a solution's last ends
                 with it).
+            pack_prompts: critic only: train on prompt trees, each problem's solutions packed in one row with
+                their shared prompt once and a 4D attention mask (the same values, fewer tokens; the model must
+                honour 4D masks, which CriticModule checks at fit start). `max_tokens` then bounds packed rows.
         """
         super().__init__()
         check_model_folder(tokenizer, "tokenizer")
         if mode not in _RECORD_KIND:
             raise ValueError(f"mode must be 'critic' or 'actor', got {mode!r}")
+        if pack_prompts and mode != "critic":
+            raise ValueError("pack_prompts packs the critic's trajectories; the actor's batches are packed already")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.save_hyperparameters()
@@ -142,6 +150,9 @@ class StepDataModule(L.LightningDataModule):
                 + (" after holding out validation problems" if rows else "")
             )
         self.train_items = self._featurize(train_rows, "train")
+        if self.hparams["pack_prompts"]:
+            problem_of = {row["solution_id"]: row["problem_id"] for row in train_rows}
+            self.train_items = critic_trees(self.train_items, problem_of)
         self.val_items = self._featurize(val_rows, "validation")
         self._loaded = True
 
@@ -159,7 +170,9 @@ class StepDataModule(L.LightningDataModule):
         )
 
     def _loader_args(self, items: list[Any], sampler: TokenBudgetBatchSampler) -> dict[str, Any]:
-        collate = collate_critic if self.mode == "critic" else collate_actor
+        collate: Any = collate_critic if self.mode == "critic" else collate_actor
+        if items and "trajectories" in items[0]:
+            collate = collate_critic_trees
         return {
             "dataset": items,
             "batch_sampler": sampler,
@@ -168,7 +181,10 @@ class StepDataModule(L.LightningDataModule):
         }
 
     def _length(self, item: Any) -> int:
-        """Tokens of an item's row: a trajectory (critic) or a state packed with its actions (actor)."""
+        """Tokens of an item's row: a trajectory (critic), a prompt tree (critic, `pack_prompts`) or a state
+        packed with its actions (actor)."""
+        if "trajectories" in item:
+            return packed_length(item["group"])
         return len(item["input_ids"]) if self.mode == "critic" else packed_length(item)
 
     def train_dataloader(self) -> DataLoader:
@@ -182,7 +198,8 @@ class StepDataModule(L.LightningDataModule):
         return DataLoader(**self._loader_args(self.val_items, self._sampler(self.val_items, shuffle=False)))
 
     def train_batch_keys(self, batch_idx: int) -> list[str]:
-        """Ids of the records (solutions or states) in train batch `batch_idx` of the current epoch, for errors."""
+        """Ids of the records (solutions, states, or problems with `pack_prompts`) in train batch `batch_idx` of the
+        current epoch, for errors."""
         if self._train_sampler is None:
             return []
         batches = self._train_sampler.epoch_batches()

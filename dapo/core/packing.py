@@ -40,7 +40,8 @@ class TokenGroup(TypedDict):
     starts: list[int]  # per action: index in `prefix + suffix` of the action's first token (>= 1)
 
 
-def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many first tokens `a` and `b` share."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
@@ -57,7 +58,7 @@ def group_rows(rows: Sequence[Sequence[int]], starts: Sequence[int]) -> TokenGro
         raise ValueError(f"need one start per row, got {len(rows)} rows and {len(starts)} starts")
     shared = min(starts)
     for row in rows[1:]:
-        shared = min(shared, _common_prefix_length(rows[0], row))
+        shared = min(shared, common_prefix_length(rows[0], row))
     if shared < 1:
         raise ValueError("an action starts at the first token: nothing precedes it to predict it from")
     for row, start in zip(rows, starts, strict=True):

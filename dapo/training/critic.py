@@ -24,8 +24,10 @@ from transformers import AutoTokenizer
 
 from dapo.core.errors import check_model_folder
 from dapo.core.losses import ValueLossKind, gather_at, value_loss
+from dapo.core.packing import model_inputs
 from dapo.models.adapters import LoadIn, LoraSettings, add_lora, merge_lora
 from dapo.models.memory import AttnImplementation, check_attention
+from dapo.models.outputs import check_packing, critic_values, param_dtype
 from dapo.models.value import ValueModel
 from dapo.training.backbone import TrainableBackbone
 from dapo.training.guards import NonFinitePolicy, check_policy
@@ -108,15 +110,39 @@ class CriticModule(TrainableBackbone, L.LightningModule):
         self.model = self.shard(model.train())  # HF loads in eval mode
 
     def boundary_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Value logits at every step boundary (b, n)."""
+        """Value logits at every step boundary (b, n), from one padded row per trajectory or from prompt trees
+        (`collate_critic_trees`: packed rows with a 4D mask, boundary_row naming each trajectory's row)."""
         assert self.model is not None, "configure_model() has not run"
-        logits = self.model(batch["input_ids"], batch["attention_mask"])  # (b, s)
-        return gather_at(logits, batch["boundary_index"])  # (b, n)
+        if "segment_ids" not in batch:
+            logits = self.model(batch["input_ids"], batch["attention_mask"])  # (b, s)
+            return gather_at(logits, batch["boundary_index"])  # (b, n)
+        inputs = model_inputs(batch, True, param_dtype(self.model))  # a 4D mask (r, 1, L, L)
+        logits = self.model(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])  # (r, L)
+        return logits[batch["boundary_row"][:, None], batch["boundary_index"]]  # (b, n)
+
+    def on_fit_start(self) -> None:
+        """Prompt trees need a backbone that honours a 4D attention mask; one that ignores it would train on
+        values that see other solutions' tokens, so that is an error, not a silent fallback."""
+        data = getattr(self.trainer, "datamodule", None)
+        if not getattr(data, "hparams", {}).get("pack_prompts"):
+            return
+        assert self.model is not None, "configure_model() has not run"
+        was_training = self.model.training
+        self.model.eval()  # dropout off, so packed and unpacked see the same network
+        name = type(self.model.backbone).__name__
+        per_action = functools.partial(critic_values, self.model)
+        honoured = check_packing(per_action, self.model.backbone.config.vocab_size, 0, param_dtype(self.model), name)
+        self.model.train(was_training)
+        if not honoured:
+            raise ValueError(
+                f"data.pack_prompts needs a model that honours 4D attention masks; {name} does not: "
+                "set data.pack_prompts to false"
+            )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self.boundary_logits(batch)
         loss = value_loss(logits, batch["targets"], batch["target_mask"], self.hparams["loss"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["targets"].shape[0])  # trajectories
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
