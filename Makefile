@@ -26,7 +26,7 @@ install: $(STAMP)
 # Refresh requirements.lock (every dependency and extra but vllm, with hashes) to today's newest allowed versions.
 lock: $(STAMP)
 	echo "$(TORCH_LOCK)" > $(VENV)/torch-lock.txt
-	$(BIN)/uv pip compile pyproject.toml --extra dev --extra scale --extra loggers --universal --python-version 3.11 \
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra scale --extra loggers --extra bench --universal --python-version 3.11 \
 		--find-links $(TORCH_WHEELS) --override $(VENV)/torch-lock.txt --no-emit-package torch \
 		--generate-hashes --quiet -o $(LOCK)
 
