@@ -45,6 +45,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--rows", type=int, default=15, help="operators listed per way")
+    parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS), help="ways to profile")
     parser.add_argument("--out", default=None, help="folder for each way's full operator table")
     return parser.parse_args(argv)
 
@@ -79,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     params = SamplingParams(n=args.rollouts, temperature=1.0, max_new_tokens=args.max_new_tokens, seed=SEED)
     print(f"workload: {len(states)} states x {args.rollouts} rollouts, at most {args.max_new_tokens} new tokens")
     summary = ["| way | tokens | wall s | tok/s | GPU busy | top host operator (self) |", "|---|---|---|---|---|---|"]
-    for name, way in WAYS.items():
+    for name in args.ways:
+        way = WAYS[name]
         way(generator, states[:2], params)  # warm-up
         tokens, seconds, prof = profiled(way, generator, states, params, args.cpu)
         averages = prof.key_averages()

@@ -23,11 +23,11 @@ MINIATURE = {
     "iterations": 1,
     "critic_config": str(CONFIGS / "smollm2/critic.yaml"),
     "actor_config": str(CONFIGS / "smollm2/actor.yaml"),
-    "trainer": {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 0, "log_every_n_steps": 1},
-    "data": {"val_fraction": 0.0, "max_tokens": 2048},
+    "trainer": {"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 0, "log_every_n_steps": 1},
+    "data": {"val_fraction": 0.0, "max_tokens": 1024},
     "stage_a": {
         "task": {"class_path": "dapo.tasks.GSMSymbolicTask", "init_args": {"train_size": 2, "test_size": 2}},
-        "rollout": {"n_samples": 2, "n_keep": 2, "n_rollouts": 2, "max_new_tokens": 48, "limit": 2},
+        "rollout": {"n_samples": 2, "n_keep": 2, "n_rollouts": 2, "max_new_tokens": 32, "limit": 2},
         "batch_size": 16,
     },
     "advantages": {"min_gap": 0.0, "max_tokens": 2048},
@@ -73,4 +73,4 @@ def test_miniature_iteration_on_smollm2(tmp_path, monkeypatch, smollm2_path):
 
 def _evaluate(round_dir: Path, task: str) -> list[str]:
     model = str(round_dir / "actor/hf")
-    return ["evaluate", "--model", model, "--task", task, "--limit", "2", "--max_new_tokens", "64"]
+    return ["evaluate", "--model", model, "--task", task, "--limit", "2", "--max_new_tokens", "32"]
