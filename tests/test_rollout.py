@@ -33,7 +33,8 @@ from dapo.core.fingerprint import policy_fingerprint
 from dapo.core.steps import split_steps
 from dapo.generation.protocol import SamplingParams
 from dapo.records import Provenance, RecordError, read_provenance, read_records, schema_of, write_records
-from dapo.stages.mc_rollouts import RolloutConfig, keep_balanced, mc_value, run_rollouts
+from dapo.stages.mc_rollouts import RolloutConfig, keep_balanced, run_rollouts
+from dapo.stages.state_rollouts import mc_value
 from dapo.tasks.arith import ArithTask, apply_op, inject_mistake
 from dapo.tasks.base import Example, problem_rows
 from dapo.tasks.gsm8k import GSM8KTask

@@ -19,10 +19,11 @@ import pytest
 
 from dapo.generation.protocol import Completion, SamplingParams, is_truncated
 from dapo.records.store import PROVENANCE_FILE, Provenance
-from dapo.stages import mc_rollouts
-from dapo.stages.mc_rollouts import GradingClock, RolloutConfig, _Problem, _rollout_states_in_waves, _Solution
+from dapo.stages import state_rollouts
+from dapo.stages.rollout_config import RolloutConfig
 from dapo.stages.rollout_reuse import continuations_through
 from dapo.stages.shards import check_resumable
+from dapo.stages.state_rollouts import GradingClock, Problem, Solution, rollout_states_in_waves
 
 P_A, STEPS = 0.6, 3
 
@@ -64,12 +65,12 @@ SOLUTIONS = [["a\n", "b\n", "a\n", "done"], ["b\n", "b\n", "a\n", "done"], ["a\n
 
 def _estimates(repeats: int, n_rollouts: int = 4, **options: Any) -> tuple[dict[str, list[float]], int, int]:
     """Every state's MC values over `repeats` shards, with the rollouts reused and those generated."""
-    problem = _Problem("p0", "P:\n", {})
-    solutions = [_Solution(f"p0/s{k}", problem, list(steps), 1.0, False) for k, steps in enumerate(SOLUTIONS)]
+    problem = Problem("p0", "P:\n", {})
+    solutions = [Solution(f"p0/s{k}", problem, list(steps), 1.0, False) for k, steps in enumerate(SOLUTIONS)]
     config = RolloutConfig(n_rollouts=n_rollouts, seed=7, **({"reuse_rollouts": True} | options))
     policy, values, reused = CoinPolicy(), {}, 0
     for shard in range(repeats):
-        rows, shard_reused = _rollout_states_in_waves(shard, solutions, config, policy, CoinTask(), GradingClock())
+        rows, shard_reused = rollout_states_in_waves(shard, solutions, config, policy, CoinTask(), GradingClock())
         reused += shard_reused
         for row in rows:
             if row["n_rollouts"]:
@@ -105,18 +106,18 @@ def test_the_check_catches_a_reuse_that_keeps_rollouts_by_reward(monkeypatch):
         pairs = [(c, r) for c, r in zip(texts, kept, strict=True) if r > 0]
         return [c for c, _ in pairs], [r for _, r in pairs]
 
-    monkeypatch.setattr(mc_rollouts, "continuations_through", by_reward)
+    monkeypatch.setattr(state_rollouts, "continuations_through", by_reward)
     values, _, _ = _estimates(repeats=1500)
     assert _worst_z(values) > 10.0
 
 
 def test_reuse_generates_fewer_tokens_for_the_same_number_of_rollouts():
     _, _, with_reuse = _estimates(repeats=50)
-    problem = _Problem("p0", "P:\n", {})
-    solutions = [_Solution(f"p0/s{k}", problem, list(steps), 1.0, False) for k, steps in enumerate(SOLUTIONS)]
+    problem = Problem("p0", "P:\n", {})
+    solutions = [Solution(f"p0/s{k}", problem, list(steps), 1.0, False) for k, steps in enumerate(SOLUTIONS)]
     policy = CoinPolicy()
     for shard in range(50):
-        mc_rollouts._rollout_states(
+        state_rollouts.rollout_states(
             shard, solutions, RolloutConfig(n_rollouts=4, seed=7), policy, CoinTask(), GradingClock()
         )
     assert with_reuse < 0.8 * policy.tokens_generated

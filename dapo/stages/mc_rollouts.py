@@ -18,6 +18,9 @@ neither lost nor duplicated records; a finished shard is checked against the cur
 samples only the rest (`dapo.stages.rollout_reuse` says why the estimate stays unbiased). `adaptive_width` stops
 adding rollouts to a state once its Wilson interval is narrow enough (fewer tokens, at a small bias).
 
+Layout: this module samples and keeps solutions and writes the shards; `dapo.stages.state_rollouts` rolls out
+their states; `dapo.stages.rollout_config` holds the settings.
+
 Left out: the CLI (`dapo rollout` wires a generator to `run_rollouts`), generation itself (any `Generator`), and
 sharing rollouts between identical states of different solutions (every state gets its own estimate, as in the
 paper). One run per `out_dir` at a time: stale temp folders there are removed on start.
@@ -28,93 +31,35 @@ paper). One run per `out_dir` at a time: stale temp folders there are removed on
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import json
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from tqdm.auto import tqdm
 
-from dapo.core.stats import wilson_ci95
-from dapo.core.steps import DEFAULT_DELIMITER, join_steps, split_steps, state_text, whole_steps
-from dapo.generation.protocol import Generator, SamplingParams, is_truncated
+from dapo.core.steps import split_steps, whole_steps
+from dapo.generation.protocol import Generator, is_truncated
 from dapo.records import Provenance, RecordError, SkipCounter, read_records, write_json, write_records
-from dapo.stages.rollout_reuse import continuations_through
+from dapo.stages.rollout_config import RolloutConfig
 from dapo.stages.shards import derive_seed, finished_shards, shard_dir
-from dapo.tasks.base import Example, Task
-from dapo.tasks.grading import score_responses
+from dapo.stages.state_rollouts import (
+    GradingClock,
+    Problem,
+    Solution,
+    finished_scores,
+    generate_checked,
+    rollout_states,
+    rollout_states_in_waves,
+    sampling_params,
+)
+from dapo.tasks.base import Task
 
 PRODUCER = "dapo rollout"
 CORRECT_THRESHOLD = 0.5  # a reward above this counts as a correct solution when balancing
-
-
-@dataclass
-class RolloutConfig:
-    """Stage A: solution sampling and MC rollouts (defaults from the paper)."""
-
-    problems_path: str = ""
-    """Folder of `problems` records to roll out."""
-    out_dir: str = ""
-    """Output folder: `solutions/` and `states/` (one `shard-NNNNN` per shard) and `summary.json`."""
-    n_samples: int = 32
-    """Solutions sampled per problem."""
-    n_keep: int = 6
-    """Solutions kept per problem, balanced between correct and wrong."""
-    n_rollouts: int = 16
-    """Completions sampled from every non-terminal state to estimate its value."""
-    temperature: float = 1.0
-    """Sampling temperature for solutions and rollouts."""
-    top_p: float = 1.0
-    """Nucleus sampling mass (1.0 = off)."""
-    max_new_tokens: int = 256
-    """Cap on generated tokens per solution or completion."""
-    delimiter: str = DEFAULT_DELIMITER
-    """Step delimiter used to split solutions into steps."""
-    problems_per_shard: int = 16
-    """Problems per shard: the unit of writing and of resuming."""
-    seed: int = 0
-    """Base seed; each shard derives its sampling seeds from it, so a resumed run equals an uninterrupted one."""
-    limit: int | None = None
-    """Use only the first `limit` problems (None = all)."""
-    strict: bool = True
-    """Raise on a malformed problem (empty prompt, repeated id, bad `example` JSON); False: skip it and report."""
-    reuse_rollouts: bool = False
-    """Count a rollout from s_t whose first step is the solution's own next step as a rollout from s_{t+1} too, and
-    sample only the rest of s_{t+1}'s `n_rollouts` (unbiased: `dapo.stages.rollout_reuse`). States are then rolled
-    out one step index at a time, a `generate` call per index and count, instead of one call per shard."""
-    adaptive_width: float | None = None
-    """Stop adding rollouts to a state once the Wilson 95% interval of its value is narrower than this (at most
-    `n_rollouts`, in chunks of `adaptive_min_rollouts`); None: every state gets `n_rollouts`. Unlike reuse this is not
-    unbiased: when to stop depends on the outcomes seen (the size of the bias is measured in
-    tests/test_rollout_reuse.py)."""
-    adaptive_min_rollouts: int = 4
-    """With `adaptive_width`: rollouts every state gets first, and the chunk added while its interval is too wide."""
-
-    def __post_init__(self) -> None:
-        for name in ("n_samples", "n_keep", "n_rollouts", "max_new_tokens", "problems_per_shard"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_keep > self.n_samples:
-            raise ValueError(f"n_keep ({self.n_keep}) must be <= n_samples ({self.n_samples})")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not self.delimiter:
-            raise ValueError("delimiter must be a non-empty string")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1 or None, got {self.limit}")
-        if self.adaptive_width is not None and not 0 < self.adaptive_width <= 1:
-            raise ValueError(f"adaptive_width must be in (0, 1] or None, got {self.adaptive_width}")
-        if self.adaptive_width is not None and not 1 <= self.adaptive_min_rollouts <= self.n_rollouts:
-            raise ValueError(
-                f"adaptive_min_rollouts must be in 1..n_rollouts ({self.n_rollouts}), got {self.adaptive_min_rollouts}"
-            )
 
 
 @dataclass
@@ -157,27 +102,6 @@ class RolloutSummary(ShardWork):
     """States on disk, over all shards (terminal states included)."""
 
 
-@dataclass
-class _Problem:
-    id: str
-    prompt: str
-    example: Example
-
-
-@dataclass
-class _Solution:
-    solution_id: str
-    problem: _Problem
-    steps: list[str]
-    reward: float
-    truncated: bool
-
-    @property
-    def states_with_rollouts(self) -> int:
-        """t = 0..T-1, and t = T too when the token limit, not the policy, ended the solution."""
-        return len(self.steps) + self.truncated
-
-
 def keep_balanced(rewards: Sequence[float], n_keep: int, rng: random.Random) -> list[int]:
     """Indices (ascending) of `n_keep` responses, half correct (reward > 0.5) and half wrong where possible.
 
@@ -195,14 +119,7 @@ def keep_balanced(rewards: Sequence[float], n_keep: int, rng: random.Random) -> 
     return sorted(rng.sample(correct, n_correct) + rng.sample(wrong, n_wrong))
 
 
-def mc_value(rewards: Sequence[float]) -> float:
-    """Monte-Carlo value of a state: the mean reward of its rollouts (fraction correct for 0/1 rewards)."""
-    if not rewards:
-        raise ValueError("mc_value needs at least one rollout reward")
-    return sum(rewards) / len(rewards)
-
-
-def load_problems(config: RolloutConfig, task: Task) -> list[_Problem]:
+def load_problems(config: RolloutConfig, task: Task) -> list[Problem]:
     """The first `config.limit` problems of `config.problems_path`, checked to belong to `task`."""
     dataset = read_records(config.problems_path, "problems", config.strict)
     if config.limit is not None:
@@ -224,14 +141,14 @@ def load_problems(config: RolloutConfig, task: Task) -> list[_Problem]:
     return problems
 
 
-def _parse_problem(row: Mapping[str, Any], where: str) -> _Problem:
+def _parse_problem(row: Mapping[str, Any], where: str) -> Problem:
     try:
         example = json.loads(row["example"])
     except json.JSONDecodeError as error:
         raise RecordError(f"{where}: problem {row['id']!r}, field 'example' is not valid JSON: {error}") from error
     if not isinstance(example, dict):
         raise RecordError(f"{where}: problem {row['id']!r}, field 'example' is not a JSON object")
-    return _Problem(row["id"], row["prompt"], example)
+    return Problem(row["id"], row["prompt"], example)
 
 
 def run_rollouts(
@@ -318,7 +235,7 @@ def write_summary(config: RolloutConfig, task: Task, works: Sequence[ShardWork])
 
 def _run_shard(
     index: int,
-    problems: Sequence[_Problem],
+    problems: Sequence[Problem],
     config: RolloutConfig,
     generator: Generator,
     task: Task,
@@ -331,7 +248,7 @@ def _run_shard(
     solutions, counts = _sample_solutions(index, problems, config, generator, task, grading)
     sampled = generator.tokens_generated - before
     in_waves = config.reuse_rollouts or config.adaptive_width is not None
-    roll_out = _rollout_states_in_waves if in_waves else _rollout_states
+    roll_out = rollout_states_in_waves if in_waves else rollout_states
     states, reused = roll_out(index, solutions, config, generator, task, grading)
     solution_rows = [
         {
@@ -350,22 +267,6 @@ def _run_shard(
     return counts._replace(reused=reused), sampled
 
 
-@dataclass
-class GradingClock:
-    """Wall seconds spent grading, summed over the `measure` blocks: Stage A reports them so a slow grader (sandboxed
-    code tests) shows beside the generation time."""
-
-    seconds: float = 0.0
-
-    @contextlib.contextmanager
-    def measure(self) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds += time.perf_counter() - start
-
-
 class SampleCounts(NamedTuple):
     """Sampled responses dropped (blank, repeated) and cut off by `max_new_tokens`."""
 
@@ -381,17 +282,17 @@ class SampleCounts(NamedTuple):
 
 def _sample_solutions(
     index: int,
-    problems: Sequence[_Problem],
+    problems: Sequence[Problem],
     config: RolloutConfig,
     generator: Generator,
     task: Task,
     grading: GradingClock,
-) -> tuple[list[_Solution], SampleCounts]:
+) -> tuple[list[Solution], SampleCounts]:
     """`n_keep` balanced, graded solutions per problem, and the counts of samples dropped and cut off."""
-    params = _params(config, config.n_samples, derive_seed(config.seed, index, "sample"))
-    outputs = _generate(generator, [p.prompt for p in problems], params)
+    params = sampling_params(config, config.n_samples, derive_seed(config.seed, index, "sample"))
+    outputs = generate_checked(generator, [p.prompt for p in problems], params)
     rng = random.Random(derive_seed(config.seed, index, "keep"))
-    solutions: list[_Solution] = []
+    solutions: list[Solution] = []
     nonblank = [[r for r in responses if r.strip()] for responses in outputs]
     uniques = [list(dict.fromkeys(rs)) for rs in nonblank]
     empty = sum(len(rs) for rs in outputs) - sum(len(rs) for rs in nonblank)
@@ -403,159 +304,5 @@ def _sample_solutions(
         for k, i in enumerate(keep_balanced(rewards, config.n_keep, rng)):
             cut = is_truncated(unique[i])
             steps = whole_steps(unique[i], config.delimiter) if cut else split_steps(unique[i], config.delimiter)
-            solutions.append(_Solution(f"{problem.id}/s{k}", problem, steps, rewards[i], cut))
+            solutions.append(Solution(f"{problem.id}/s{k}", problem, steps, rewards[i], cut))
     return solutions, SampleCounts(empty, duplicates, truncated)
-
-
-def finished_scores(
-    task: Task, examples: Sequence[Example], texts: Sequence[Sequence[str]], completions: Sequence[Sequence[str]]
-) -> list[list[float]]:
-    """`score_responses` of `texts`, (problems, samples), with 0 where the completion (generator output) that
-    ends the text was cut off by the token limit: an unfinished response is a failed one."""
-    scores = score_responses(task, examples, texts)
-    return [
-        [0.0 if is_truncated(c) else score for score, c in zip(row, cs, strict=True)]
-        for row, cs in zip(scores, completions, strict=True)
-    ]
-
-
-Rollouts = dict[tuple[int, int], tuple[list[str], list[float]]]
-"""(solution index, t) -> that state's completions and their rewards."""
-
-
-def _rollout_states(
-    index: int,
-    solutions: Sequence[_Solution],
-    config: RolloutConfig,
-    generator: Generator,
-    task: Task,
-    grading: GradingClock,
-) -> tuple[list[dict[str, Any]], int]:
-    """State rows of every kept solution, t = 0..T, and 0 rollouts reused; all rollouts of the shard come from one
-    `generate` call."""
-    states = [(i, t) for i, s in enumerate(solutions) for t in range(s.states_with_rollouts)]
-    seed = derive_seed(config.seed, index, "rollout")
-    outputs, rewards = _sample_rollouts(solutions, states, config, config.n_rollouts, seed, generator, task, grading)
-    rolled = dict(zip(states, zip(outputs, rewards, strict=True), strict=True))
-    return _state_rows(solutions, rolled), 0
-
-
-def _rollout_states_in_waves(
-    index: int,
-    solutions: Sequence[_Solution],
-    config: RolloutConfig,
-    generator: Generator,
-    task: Task,
-    grading: GradingClock,
-) -> tuple[list[dict[str, Any]], int]:
-    """`_rollout_states` step index by step index, for rollout reuse and adaptive allocation. A state's completions
-    are first those of the previous state that went through the solution's own step (`reuse_rollouts`; at most
-    `n_rollouts`, in generation order), then fresh ones up to its goal: `n_rollouts`, or with `adaptive_width`
-    `adaptive_min_rollouts`, raised by that many while its Wilson interval is wider than `adaptive_width`. Fresh
-    ones come from one `generate` call per step index, round and missing count. Returns the rows and the number of
-    rollouts reused."""
-    n, adaptive = config.n_rollouts, config.adaptive_width is not None
-    rolled: Rollouts = {}
-    carried: dict[int, tuple[list[str], list[float]]] = {}  # solution -> completions through its step t - 1
-    reused_total = 0
-    for t in range(max((s.states_with_rollouts for s in solutions), default=0)):
-        live = [i for i, s in enumerate(solutions) if t < s.states_with_rollouts]
-        for i in live:
-            texts, rewards = carried.pop(i, ([], []))
-            rolled[i, t] = texts[:n], rewards[:n]
-            reused_total += len(rolled[i, t][0])
-        goal = dict.fromkeys(live, config.adaptive_min_rollouts if adaptive else n)
-        for round_ in itertools.count():
-            missing_of = {i: goal[i] - len(rolled[i, t][0]) for i in live}
-            for missing in sorted({m for m in missing_of.values() if m > 0}):
-                group = [(i, t) for i in live if missing_of[i] == missing]
-                phase = f"rollout/t{t}/n{missing}" if round_ == 0 else f"rollout/t{t}/r{round_}/n{missing}"
-                seed = derive_seed(config.seed, index, phase)
-                outputs, scores = _sample_rollouts(solutions, group, config, missing, seed, generator, task, grading)
-                for state, fresh, fresh_rewards in zip(group, outputs, scores, strict=True):
-                    rolled[state][0].extend(fresh)
-                    rolled[state][1].extend(fresh_rewards)
-            wide = [i for i in live if adaptive and len(rolled[i, t][1]) < n and _too_wide(rolled[i, t][1], config)]
-            if not wide:
-                break
-            for i in wide:
-                goal[i] = min(n, len(rolled[i, t][1]) + config.adaptive_min_rollouts)
-        for i in live:
-            if t + 1 < solutions[i].states_with_rollouts and config.reuse_rollouts:
-                carried[i] = continuations_through(solutions[i].steps[t], *rolled[i, t], config.delimiter)
-    return _state_rows(solutions, rolled), reused_total
-
-
-def _too_wide(rewards: Sequence[float], config: RolloutConfig) -> bool:
-    """Whether the Wilson 95% interval of a state's value (rewards counted as successes) is wider than
-    `adaptive_width`."""
-    low, high = wilson_ci95(round(sum(rewards)), len(rewards))
-    return high - low > (config.adaptive_width or 1.0)
-
-
-def _sample_rollouts(
-    solutions: Sequence[_Solution],
-    states: Sequence[tuple[int, int]],
-    config: RolloutConfig,
-    n: int,
-    seed: int,
-    generator: Generator,
-    task: Task,
-    grading: GradingClock,
-) -> tuple[list[list[str]], list[list[float]]]:
-    """`n` completions of each (solution index, t) state from one `generate` call, and their rewards."""
-    if not states:
-        return [], []
-    chosen = [(solutions[i], t) for i, t in states]
-    outputs = _generate(
-        generator, [state_text(s.problem.prompt, s.steps, t) for s, t in chosen], _params(config, n, seed)
-    )
-    full = [[join_steps(s.steps[:t]) + c for c in cs] for (s, t), cs in zip(chosen, outputs, strict=True)]
-    with grading.measure():
-        rewards = finished_scores(task, [s.problem.example for s, _ in chosen], full, outputs)
-    return outputs, rewards
-
-
-def _state_rows(solutions: Sequence[_Solution], rolled: Rollouts) -> list[dict[str, Any]]:
-    """Every kept solution's state rows, t = 0..T: MC values from `rolled`, the terminal state its own reward."""
-    rows = []
-    for i, s in enumerate(solutions):
-        for t in range(s.states_with_rollouts):
-            completions, rewards = rolled[i, t]
-            rows.append(_state_row(s, t, mc_value(rewards), completions, rewards))
-        if not s.truncated:
-            rows.append(_state_row(s, len(s.steps), s.reward, [], []))
-    return rows
-
-
-def _state_row(s: _Solution, t: int, value: float, completions: list[str], rewards: list[float]) -> dict[str, Any]:
-    return {
-        "state_id": f"{s.solution_id}/t{t}",
-        "problem_id": s.problem.id,
-        "solution_id": s.solution_id,
-        "t": t,
-        "prompt": s.problem.prompt,
-        "steps": s.steps,
-        "mc_value": value,
-        "n_rollouts": len(completions),
-        "completions": completions,
-        "completion_rewards": rewards,
-        "completion_truncated": [is_truncated(c) for c in completions],  # cut off by max_new_tokens
-    }
-
-
-def _params(config: RolloutConfig, n: int, seed: int) -> SamplingParams:
-    return SamplingParams(
-        n=n, temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens, seed=seed
-    )
-
-
-def _generate(generator: Generator, prompts: Sequence[str], params: SamplingParams) -> list[list[str]]:
-    """`generator.generate`, checked to return `params.n` continuations for each prompt."""
-    outputs = generator.generate(prompts, params)
-    if len(outputs) != len(prompts) or any(len(o) != params.n for o in outputs):
-        shape = [len(o) for o in outputs]
-        raise RuntimeError(
-            f"generator returned {shape} continuations for {len(prompts)} prompts; expected {params.n} each"
-        )
-    return outputs
