@@ -255,3 +255,21 @@ def test_from_pretrained(tiny_model_dir):
     assert generator.batch_size == 8 and not generator.shared_prefix
     out = generator.generate(["Question: Tom"], SamplingParams(n=2, temperature=0.0, max_new_tokens=3))
     assert len(out) == 1 and len(out[0]) == 2 and generator.tokens_generated == 6
+
+
+def test_gpu_decoding_keeps_sdpa_off_cudnn_and_only_inside_generate(trained, monkeypatch):
+    """cuDNN's SDPA builds a plan per shape, and decoding makes a new shape every token (docs/performance.md)."""
+    from dapo.generation import hf_generator
+
+    with hf_generator.decode_attention(torch.device("cuda")):
+        assert not torch.backends.cuda.cudnn_sdp_enabled() and torch.backends.cuda.flash_sdp_enabled()
+        assert torch.backends.cuda.mem_efficient_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # restored on leaving
+    with hf_generator.decode_attention(torch.device("cpu")):
+        assert torch.backends.cuda.cudnn_sdp_enabled()  # nothing to change off the GPU
+    seen = []
+    real = hf_generator.decode_attention
+    monkeypatch.setattr(hf_generator, "decode_attention", lambda device: seen.append(device) or real(device))
+    model, tokenizer = trained
+    HFGenerator(model, tokenizer).generate(["1 + 1"], SamplingParams(n=1, temperature=0.0, max_new_tokens=2))
+    assert seen == [torch.device("cpu")]  # the generator's own device decides

@@ -27,6 +27,12 @@ is right after that delimiter, so anything the last token carried past it (e.g. 
 action is always a literal prefix of the continuation that `split_steps` treats as one step. A row that ends (eos
 or `max_new_tokens`) before completing a step keeps its whole text (e.g. a final "Answer: 8" line).
 
+Attention kernels: on a GPU, decoding runs with PyTorch's SDPA restricted to flash, memory-efficient and math
+attention (`DECODE_ATTENTION`). Left alone, torch 2.11 sends attention with a padding mask to cuDNN first, and
+cuDNN builds an execution plan for every new shape; while decoding the key length grows by one each step, so
+every call pays for a plan. On one H200 that took 62% of the generator's host time
+(`benchmarks/profile_generation.py`, docs/performance.md). The restriction holds only inside `generate`.
+
 Transformers 5.x notes: the cache keyword of `forward` / `generate` is `cache=` (`past_key_values=` is a
 deprecated alias); `model.generate` fills unset generation options from `model.generation_config` (e.g. a
 checkpoint's top_k), so sampling options are always set explicitly here.
@@ -34,11 +40,13 @@ checkpoint's top_k), so sampling options are always set explicitly here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -55,6 +63,9 @@ from dapo.generation.kv_cache import reserved_cache
 from dapo.generation.protocol import Completion, SamplingParams
 from dapo.models.adapters import LoadIn, frozen
 from dapo.models.memory import AttnImplementation
+
+DECODE_ATTENTION = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
+"""SDPA kernels allowed while generating on a GPU: none builds a per-shape plan (cuDNN's does)."""
 
 SEGMENT = 16
 """Tokens generated between two checks for rows that ended (`HFGenerator._decode_dropping_finished`)."""
@@ -160,7 +171,7 @@ class HFGenerator:
         self.model.eval()
         results: list[list[str]] = []
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), decode_attention(self.device):
                 for index, start in enumerate(range(0, len(rows), per_chunk)):
                     with torch.random.fork_rng(devices=self._rng_devices()):
                         torch.manual_seed(params.seed + index)
@@ -282,6 +293,11 @@ class HFGenerator:
         else:
             options.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
         return GenerationConfig(**options)
+
+
+def decode_attention(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """On a GPU, SDPA limited to `DECODE_ATTENTION` for the block; elsewhere nothing changes."""
+    return sdpa_kernel(list(DECODE_ATTENTION)) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _cut_off(text: str, ended: bool, params: SamplingParams) -> bool:
