@@ -97,6 +97,22 @@ def test_model_shape_counts_the_matrix_parameters(tiny_model_dir):
     )
 
 
+def test_prompt_trees_count_each_prompt_once():
+    """P=2 problems, k=3 kept, T=2 steps of tau=3, p=4: rows of one padded solution each hold 3 x 2 x (4 + 6) = 60
+    tokens; trees hold 2 x (4 + 3 x 6) = 44. Nothing else changes."""
+    w = Workload(**{**SMALL.__dict__, "problems": 2, "n_samples": 3, "n_keep": 3})
+    plain, trees = (_by_stage(stage_costs(x, NO_ATTENTION)) for x in (w, replace(w, critic_prompt_trees=True)))
+    assert plain["critic"][0] == 60 and trees["critic"][0] == 44
+    assert {k: v for k, v in plain.items() if k != "critic"} == {k: v for k, v in trees.items() if k != "critic"}
+
+
+def test_plan_notes_prompt_trees_and_rollout_reuse(tiny_model_dir, capsys):
+    overlays = ["--data", '{"pack_prompts": true}', "--stage_a", '{"rollout": {"reuse_rollouts": true}}']
+    cli_main(["plan", "--config", "configs/iterate.yaml", "--policy_path", tiny_model_dir, *overlays])
+    out = capsys.readouterr().out
+    assert "each problem's prompt counted once" in out and "generated tokens and hours are upper bounds" in out
+
+
 def test_plan_command_reads_the_iterate_config(tiny_model_dir, capsys):
     cli_main(["plan", "--config", "configs/iterate.yaml", "--policy_path", tiny_model_dir, "--device.tflops", "1"])
     out = capsys.readouterr().out

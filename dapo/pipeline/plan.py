@@ -134,6 +134,8 @@ def workload_from(critic: Config, actor: Config, policy: str | None, assume: Ass
         actor_val_fraction=float((actor.get("data") or {}).get("val_fraction", 0.0)),
         unique_actions=assume.unique_actions,
         states_kept=assume.states_kept,
+        critic_prompt_trees=bool((critic.get("data") or {}).get("pack_prompts", False)),
+        reuse_rollouts=rollout.reuse_rollouts,
     )
 
 
@@ -245,6 +247,10 @@ def format_plan(costs: list[StageCost], w: Workload, model: ModelShape, device: 
                  f"{hours:.3g} |")  # fmt: skip
     if iterations > 1:
         lines.append(f"| **{iterations} rounds** | | | {_si(total.flops * iterations)} | {hours * iterations:.3g} |")
+    if w.critic_prompt_trees:
+        lines.append("critic: prompt trees (data.pack_prompts), each problem's prompt counted once")
+    if w.reuse_rollouts:
+        lines.append("MC rollouts: reuse_rollouts is on, so their generated tokens and hours are upper bounds")
     return "\n".join(lines)
 
 

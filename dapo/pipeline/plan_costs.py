@@ -7,7 +7,7 @@ rollouts (s_T is terminal), s_t holding p + t tau tokens and leaving (T - t) tau
 
   sampling     processed P p (each prompt encoded once)             generated P n (T tau + 1)
   MC rollouts  processed K (T p + tau T (T - 1) / 2)                 generated K r (tau T (T + 1) / 2 + T)
-  critic       trained (1 - v) e K (p + T tau)
+  critic       trained (1 - v) e K (p + T tau); with prompt trees (data.pack_prompts) (1 - v) e P (p + k T tau)
   scoring      critic K (T p + tau T (T - 1) / 2 + T r u tau), reference f times that
   actor        trained (1 - v) e f K (T p + tau T (T - 1) / 2 + T r u tau)
 
@@ -17,7 +17,9 @@ candidates, as dapo does.) The rollouts' T^2 term is why Stage A dominates.
 FLOPs: 2 N per token forward and 6 N trained (N = parameters used in matrix products, the LM head included), plus
 attention: 4 L d c per token forward (3x trained), c = the token's context, taken as the mean over the stage.
 Hardware time = FLOPs / (peak x utilisation), utilisation given separately for generation, scoring and training.
-Left out: validation passes, evaluation, padding, and tokens the policy writes past a solution's end.
+Left out: validation passes, evaluation, padding, and tokens the policy writes past a solution's end. With
+`reuse_rollouts` the MC rollouts' generated tokens are an upper bound: the share reused depends on the policy
+(38-51% on the demo; docs/performance.md).
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class Workload:
     actor_val_fraction: float = 0.0
     unique_actions: float = 1.0
     states_kept: float = 1.0
+    critic_prompt_trees: bool = False
+    """The critic trains on prompt trees (`data.pack_prompts`): each problem's prompt once for its k solutions."""
+    reuse_rollouts: bool = False
+    """Stage A reuses rollouts: its generated tokens are then at most the planned ones."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,8 @@ def stage_costs(w: Workload, model: ModelShape) -> list[StageCost]:
     solution, mid_state = p + T * tau, p + T * tau / 2  # a whole solution; the mean state
     sample_in, sample_out = w.problems * p, w.problems * w.n_samples * (T * tau + 1)
     rollout_in, rollout_out = kept * _state_prefixes(w), kept * w.n_rollouts * (tau * T * (T + 1) / 2 + T)
-    critic = (1 - w.critic_val_fraction) * w.critic_epochs * kept * solution
+    trajectories = w.problems * (p + w.n_keep * T * tau) if w.critic_prompt_trees else kept * solution
+    critic = (1 - w.critic_val_fraction) * w.critic_epochs * trajectories
     scoring = kept * _state_groups(w) * (1 + w.states_kept)
     actor = (1 - w.actor_val_fraction) * w.actor_epochs * w.states_kept * kept * _state_groups(w)
     return [
