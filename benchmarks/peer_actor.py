@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         dm.load_items()
         modules[name] = dm
     states = len(modules[DAPO_PAIRS].train_items)
-    batches = len(modules[DAPO_PAIRS]._sampler(modules[DAPO_PAIRS].train_items, shuffle=True).epoch_batches())
+    batches = len(modules[DAPO_PAIRS].train_dataloader())
     dpo_batch = max(1, round(states / batches))
     examples = dpo_examples(pairs)
     tokens = {name: action_tokens(dm.train_items) for name, dm in modules.items()}

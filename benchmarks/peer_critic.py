@@ -260,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for dm in (plain, trees):
         dm.load_items()
     n = len(plain.train_items)
-    batches = len(plain._sampler(plain.train_items, shuffle=True).epoch_batches())
+    batches = len(plain.train_dataloader())
     hf_batch = max(1, round(n / batches))
     rows = token_rows(plain)
     hf_diff, tree_diff = value_checks(critic, plain, trees)
