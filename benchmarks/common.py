@@ -96,6 +96,46 @@ def rates(counts: Sequence[float], seconds: Sequence[float]) -> list[float]:
     return [n / s for n, s in zip(counts, seconds, strict=True)]
 
 
+# -- one training epoch, dapo's way and the HF Trainer's ------------------------------------------------------------
+
+
+def fit_one_epoch(module: Any, datamodule: Any) -> None:
+    """One CPU epoch of a dapo LightningModule: no validation, checkpoints, logging or progress bars."""
+    import lightning as L
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=datamodule)
+
+
+def hf_epoch_settings(out: str, batch: int, lr: float) -> dict[str, Any]:
+    """`TrainingArguments` (and TRL configs) for one quiet CPU epoch with the optimizer dapo's modules use: AdamW at
+    a constant `lr` with torch's default weight decay, nothing saved or logged."""
+    return {
+        "output_dir": out,
+        "per_device_train_batch_size": batch,
+        "num_train_epochs": 1,
+        "learning_rate": lr,
+        "weight_decay": 0.01,
+        "lr_scheduler_type": "constant",
+        "optim": "adamw_torch",
+        "report_to": [],
+        "save_strategy": "no",
+        "logging_strategy": "no",
+        "disable_tqdm": True,
+        "use_cpu": True,
+        "seed": 0,
+    }
+
+
 # -- memory --------------------------------------------------------------------------------------------------------
 
 

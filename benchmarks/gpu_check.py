@@ -282,7 +282,7 @@ def generation(setup: Setup) -> str:
     import torch
 
     from benchmarks.common import paper_task
-    from benchmarks.rollout_throughput import batch_generate, counted, plain_generate, workload_states
+    from benchmarks.rollout_throughput import ROLLOUT_WAYS, workload_states
     from dapo.generation.hf_generator import HFGenerator
     from dapo.generation.protocol import SamplingParams
 
@@ -294,9 +294,9 @@ def generation(setup: Setup) -> str:
     generator = HFGenerator.from_pretrained(
         setup.model, dtype=dtype, device=device, batch_size=16 if setup.cpu else 256
     )
-    ways = {"HFGenerator": counted, "plain generate": plain_generate}
-    if not setup.cpu:  # continuous batching's per-step scheduling takes half a minute on CPU even here
-        ways["generate_batch"] = batch_generate
+    ways = dict(ROLLOUT_WAYS)
+    if setup.cpu:  # continuous batching's per-step scheduling takes half a minute on CPU even here
+        del ways["generate_batch"]
     speed, failed = {}, {}
     for name, run in ways.items():
         try:

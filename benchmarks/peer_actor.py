@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import lightning as L
 import torch
 from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
@@ -44,6 +43,8 @@ from transformers.utils import logging as hf_logging
 from benchmarks.actor_packing import action_rows
 from benchmarks.common import (
     add_training_args,
+    fit_one_epoch,
+    hf_epoch_settings,
     interleaved,
     machine_line,
     median_spread,
@@ -109,18 +110,7 @@ def action_tokens(items: Sequence[ActorItem]) -> int:
 
 
 def dapo_epoch(policy: Path, dm: StepDataModule, lr: float, beta: float) -> None:
-    module = ActorModule(str(policy), beta=beta, optimizer=partial(torch.optim.AdamW, lr=lr))
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(module, datamodule=dm)
+    fit_one_epoch(ActorModule(str(policy), beta=beta, optimizer=partial(torch.optim.AdamW, lr=lr)), dm)
 
 
 def dpo_trainer(policy: Path, examples: list[dict[str, str]], batch: int, lr: float, beta: float) -> Any:
@@ -131,22 +121,7 @@ def dpo_trainer(policy: Path, examples: list[dict[str, str]], batch: int, lr: fl
 
     model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32)
     out = tempfile.mkdtemp(prefix="dapo-peer-dpo-")
-    config = DPOConfig(
-        output_dir=out,
-        per_device_train_batch_size=batch,
-        num_train_epochs=1,
-        learning_rate=lr,
-        weight_decay=0.01,  # torch's AdamW default, as dapo's ActorModule uses
-        lr_scheduler_type="constant",
-        beta=beta,
-        precompute_ref_log_probs=True,
-        report_to=[],
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-        seed=0,
-    )
+    config = DPOConfig(**hf_epoch_settings(out, batch, lr), beta=beta, precompute_ref_log_probs=True)
     tokenizer = AutoTokenizer.from_pretrained(policy)
     dataset = Dataset.from_list(examples)
     return DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)

@@ -38,7 +38,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
@@ -46,6 +45,8 @@ from transformers.utils import logging as hf_logging
 from benchmarks.actor_packing import step_variants
 from benchmarks.common import (
     add_training_args,
+    fit_one_epoch,
+    hf_epoch_settings,
     interleaved,
     machine_line,
     median_spread,
@@ -163,22 +164,8 @@ def prm_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None)
 def hf_epoch(critic: Path, rows: list[dict[str, list]], pad_id: int, batch: int, lr: float, grouped: bool) -> None:
     model = AutoModelForTokenClassification.from_pretrained(critic, dtype=torch.float32)
     with tempfile.TemporaryDirectory() as out:
-        settings = TrainingArguments(
-            output_dir=out,
-            per_device_train_batch_size=batch,
-            num_train_epochs=1,
-            learning_rate=lr,
-            weight_decay=0.01,  # torch's AdamW default, as dapo's CriticModule uses
-            lr_scheduler_type="constant",
-            optim="adamw_torch",
-            train_sampling_strategy="group_by_length" if grouped else "random",
-            report_to=[],
-            save_strategy="no",
-            logging_strategy="no",
-            disable_tqdm=True,
-            use_cpu=True,
-            seed=0,
-        )
+        sampling = "group_by_length" if grouped else "random"
+        settings = TrainingArguments(**hf_epoch_settings(out, batch, lr), train_sampling_strategy=sampling)
         collate = partial(collate_prm, pad_id=pad_id)
         trainer = Trainer(
             model=model, args=settings, train_dataset=rows, data_collator=collate, compute_loss_func=prm_loss
@@ -190,18 +177,7 @@ def hf_epoch(critic: Path, rows: list[dict[str, list]], pad_id: int, batch: int,
 
 
 def dapo_epoch(critic: Path, dm: StepDataModule, lr: float) -> None:
-    module = CriticModule(str(critic), optimizer=partial(torch.optim.AdamW, lr=lr))
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(module, datamodule=dm)
+    fit_one_epoch(CriticModule(str(critic), optimizer=partial(torch.optim.AdamW, lr=lr)), dm)
 
 
 # -- checks and report -------------------------------------------------------------------------------------------

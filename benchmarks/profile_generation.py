@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -26,12 +26,11 @@ from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.common import paper_task
 from benchmarks.gpu_check import SEED, Setup, random_weights
-from benchmarks.rollout_throughput import batch_generate, counted, plain_generate, workload_states
+from benchmarks.rollout_throughput import ROLLOUT_WAYS, RolloutWay, workload_states
 from dapo.generation.hf_generator import HFGenerator
 from dapo.generation.protocol import SamplingParams
 
-Way = Callable[[HFGenerator, Sequence[str], SamplingParams], int]
-WAYS: dict[str, Way] = {"HFGenerator": counted, "plain generate": plain_generate, "generate_batch": batch_generate}
+WAYS = ROLLOUT_WAYS
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -50,7 +49,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def profiled(way: Way, generator: HFGenerator, states: Sequence[str], params: SamplingParams, cpu: bool):
+def profiled(way: RolloutWay, generator: HFGenerator, states: Sequence[str], params: SamplingParams, cpu: bool):
     """One profiled run: (tokens, wall seconds, profiler)."""
     activities = [ProfilerActivity.CPU] + ([] if cpu else [ProfilerActivity.CUDA])
     with profile(activities=activities) as prof:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -106,6 +106,15 @@ def counted(generator: HFGenerator, states: Sequence[str], params: SamplingParam
     before = generator.tokens_generated
     generator.generate(states, params)
     return generator.tokens_generated - before
+
+
+RolloutWay = Callable[[HFGenerator, Sequence[str], SamplingParams], int]
+ROLLOUT_WAYS: dict[str, RolloutWay] = {
+    "HFGenerator": counted,
+    "plain generate": plain_generate,
+    "generate_batch": batch_generate,
+}
+"""The ways other benchmarks time or profile by name: dapo's generator, plain `generate`, continuous batching."""
 
 
 def main(argv: Sequence[str] | None = None) -> None:

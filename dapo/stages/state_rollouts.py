@@ -117,7 +117,8 @@ def rollout_states_in_waves(
     `adaptive_min_rollouts`, raised by that many while its Wilson interval is wider than `adaptive_width`. Fresh
     ones come from one `generate` call per step index, round and missing count. Returns the rows and the number of
     rollouts reused."""
-    n, adaptive = config.n_rollouts, config.adaptive_width is not None
+    n, width = config.n_rollouts, config.adaptive_width
+    adaptive = width is not None
     rolled: Rollouts = {}
     carried: dict[int, tuple[list[str], list[float]]] = {}  # solution -> completions through its step t - 1
     reused_total = 0
@@ -138,7 +139,9 @@ def rollout_states_in_waves(
                 for state, fresh, fresh_rewards in zip(group, outputs, scores, strict=True):
                     rolled[state][0].extend(fresh)
                     rolled[state][1].extend(fresh_rewards)
-            wide = [i for i in live if adaptive and len(rolled[i, t][1]) < n and _too_wide(rolled[i, t][1], config)]
+            wide = [
+                i for i in live if width is not None and len(rolled[i, t][1]) < n and _too_wide(rolled[i, t][1], width)
+            ]
             if not wide:
                 break
             for i in wide:
@@ -149,11 +152,10 @@ def rollout_states_in_waves(
     return _state_rows(solutions, rolled), reused_total
 
 
-def _too_wide(rewards: Sequence[float], config: RolloutConfig) -> bool:
-    """Whether the Wilson 95% interval of a state's value (rewards counted as successes) is wider than
-    `adaptive_width`."""
+def _too_wide(rewards: Sequence[float], width: float) -> bool:
+    """Whether the Wilson 95% interval of a state's value (rewards counted as successes) is wider than `width`."""
     low, high = wilson_ci95(round(sum(rewards)), len(rewards))
-    return high - low > (config.adaptive_width or 1.0)
+    return high - low > width
 
 
 def _sample_rollouts(
