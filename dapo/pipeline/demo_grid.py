@@ -193,11 +193,7 @@ def _fit_response(
     if (out / "tokens.json").exists():  # written last: the point is finished
         return out / "hf"
     if not (root / "summary.json").exists():
-        weighting = round_.actor_base.get("advantages", {}).get("action_weight", "uniform")  # as DAPO's actions
-        stage_a = str(round_.folder / "stage_a")
-        policy = str(round_.policy)
-        settings = ResponseAdvantageConfig(stage_a, policy, str(root), grid.min_gap, action_weight=weighting)
-        run_response_advantages(settings)
+        run_response_advantages(response_settings(round_, root, grid.min_gap))
     config = _actor_config(round_, lr, 1, root / "actions")
     config["advantages"] = {"critic_path": None}  # the actions are made above, not by Stage B
     data = _data(config, round_.policy)
@@ -208,6 +204,14 @@ def _fit_response(
     write_json(out / "tokens.json", {"tokens": round(steps / batches * per_epoch), "steps": steps})
     drop_checkpoints(out)
     return out / "hf"
+
+
+def response_settings(round_: Round, out: Path, min_gap: float) -> ResponseAdvantageConfig:
+    """The response-level baseline's scoring as DAPO's Stage B ran: its action weighting, quantization and attention
+    kernel (the reference log-probs must match the actor's model as DAPO's do)."""
+    stage_b = round_.actor_base.get("advantages") or {}
+    shared = {key: stage_b[key] for key in ("action_weight", "load_in", "attn_implementation") if key in stage_b}
+    return ResponseAdvantageConfig(str(round_.folder / "stage_a"), str(round_.policy), str(out), min_gap, **shared)
 
 
 def _fit_rft(round_: Round, lr: float, token_budget: int, out: Path, grid: TuningGrid, seed: int) -> Path:

@@ -48,13 +48,15 @@ def candidates(
 def blend_with_rollouts(cands: Sequence[Candidate], critic: Sequence[float], weight: float) -> list[float]:
     """V(s + a_i) = (sum of the rewards of the rollouts that began with a_i + weight * critic_i) / (n_i + weight),
     n_i those rollouts: the critic's value is a prior worth `weight` rollouts. E.g. a seen twice with rewards
-    1 and 0, critic 0.8, weight 1: (1 + 0 + 0.8) / 3 = 0.6."""
-    sums: dict[str, list[float]] = {}
+    1 and 0, critic 0.8, weight 1: (1 + 0 + 0.8) / 3 = 0.6. An action is its text and whether it ends the solution,
+    as `select_actions` keeps them apart: "Answer: 8" that ended a rollout and "Answer: 8" that went on are two
+    actions with two values, never one pooled mean."""
+    rewards_of: dict[tuple[str, bool], list[float]] = {}
     for cand in cands:
-        sums.setdefault(cand.action, []).append(cand.reward)
+        rewards_of.setdefault((cand.action, cand.is_terminal), []).append(cand.reward)
     blended = []
     for cand, value in zip(cands, critic, strict=True):
-        rewards = sums[cand.action]
+        rewards = rewards_of[cand.action, cand.is_terminal]
         blended.append((sum(rewards) + weight * value) / (len(rewards) + weight))
     return blended
 

@@ -2,20 +2,24 @@
 
 An outcome-only learner on the same Stage A samples, so the demo can ask whether step-level credit teaches more
 than the outcome alone with everything else equal (the loss, beta, the reference log-probs, the tuning grid, the
-training tokens). For each problem the group is every response Stage A sampled from its prompt: the `solutions`
-(n_samples of them) and the rollouts of the solutions' first state (t = 0, the prompt itself). Then
+training tokens, the action weighting). For each problem the group is every rollout Stage A drew from the prompt
+itself: the completions of the kept solutions' first states (t = 0), n_keep x n_rollouts plain draws of the
+policy, the ones the token limit cut off included (reward 0, as DAPO's values count them). Then
 
     A(prompt, y_i) = r(y_i) - mean_j r(y_j)      (GRPO's group baseline, offline; mean over the whole group)
 
-with r the task's reward. As in Stage B, only unique responses are kept (with the advantage of their text) and a
-problem whose gap max A - min A is under `min_gap` is dropped: all its responses right, or all wrong, teach
-nothing. Each kept response is one terminal action (eos appended) of the state "prompt" with log pi_ref(y | x).
-The records are ordinary `actions`, so `ActorModule` trains on them unchanged.
+with r the task's reward. As in Stage B, only unique responses are kept (with the advantage of their text, weighted
+by `action_weight` as Stage B weighs its actions) and a problem whose gap max A - min A is under `min_gap` is
+dropped: all its responses right, or all wrong, teach nothing. Each kept response is an action of the state
+"prompt" with log pi_ref(y | x), scored with Stage B's `load_in` and attention kernel: a finished response is a
+terminal action (eos appended), a cut-off one a non-terminal action (no eos: it is pushed down as the text it is,
+never taught as an ending). The records are ordinary `actions`, so `ActorModule` trains on them unchanged.
 
 Left out on purpose:
-1. Prefix completions of later states (t > 0): they are not samples of the policy from the prompt, and the group
-   mean would be biased toward whichever solutions were kept.
-2. Length normalisation and clipping (GRPO's online ratio clipping has no role offline with a squared loss).
+1. The kept `solutions`: Stage A chose them to balance right and wrong, so in the group they would bias the mean
+   toward 1/2 (and their truncated ones were already dropped from the sample).
+2. Prefix completions of later states (t > 0): they are not samples of the policy from the prompt.
+3. Length normalisation and clipping (GRPO's online ratio clipping has no role offline with a squared loss).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from dapo.core.fingerprint import policy_fingerprint
-from dapo.core.steps import join_steps
+from dapo.models.adapters import LoadIn
+from dapo.models.memory import AttnImplementation, check_attention
 from dapo.records import Provenance, read_provenance, read_records, write_json, write_records
 from dapo.stages.action_selection import ActionWeighting, Candidate, ScoredAction, select_actions
 from dapo.stages.candidate_advantages import reference_logprobs, scoring_device
@@ -55,6 +60,14 @@ class ResponseAdvantageConfig:
     action_weight: ActionWeighting = "uniform"
     """Each unique response's share of its problem's loss, as Stage B's `action_weight` ("count": how many samples
     were that response)."""
+    load_in: LoadIn | None = None
+    """Load the reference policy in "8bit" or "4bit" through bitsandbytes: Stage B's `load_in`, so the actor's
+    log-ratios start at 0 under QLoRA as they do on DAPO's actions."""
+    attn_implementation: AttnImplementation = "sdpa"
+    """The reference policy's attention kernel: Stage B's `attn_implementation`, for the same reason."""
+
+    def __post_init__(self) -> None:
+        check_attention(self.attn_implementation)
 
 
 class Sample(NamedTuple):
@@ -62,6 +75,7 @@ class Sample(NamedTuple):
     prompt: str
     response: str
     reward: float
+    truncated: bool = False  # the token limit cut it off: reward 0, and not an ending to learn
 
 
 @dataclass
@@ -77,18 +91,13 @@ class ResponseSummary:
 
 
 def prompt_samples(stage_a_dir: str | Path) -> list[Sample]:
-    """Every finished response Stage A sampled from a problem's prompt: the solutions, then the rollouts of t = 0
-    states, less those the token limit cut off (learned from as whole responses, they would teach ending there)."""
-    stage_a = Path(stage_a_dir)
-    samples = [
-        Sample(row["problem_id"], row["prompt"], join_steps(row["steps"]), float(row["reward"]))
-        for row in read_records(stage_a / "solutions", "solutions")
-        if not row["truncated"]
-    ]
-    for row in read_records(stage_a / "states", "states"):
+    """Every response Stage A drew from a problem's prompt without choosing it: the rollouts of the t = 0 states,
+    cut-off ones included (reward 0, `truncated`)."""
+    samples = []
+    for row in read_records(Path(stage_a_dir) / "states", "states"):
         if row["t"] == 0:
             rollouts = zip(row["completions"], row["completion_rewards"], row["completion_truncated"], strict=True)
-            samples += [Sample(row["problem_id"], row["prompt"], c, float(r)) for c, r, cut in rollouts if not cut]
+            samples += [Sample(row["problem_id"], row["prompt"], c, float(r), cut) for c, r, cut in rollouts]
     return samples
 
 
@@ -104,8 +113,8 @@ def response_actions(
 ) -> list[ScoredAction]:
     """A = r - mean r over the whole group, then the unique responses in first-seen order; [] when the gap
     max A - min A is under `min_gap` (e.g. every response right, or every one wrong). Stage B's `select_actions`
-    with each whole response as a terminal candidate valued at its reward."""
-    cands = [Candidate(s.response, True, s.reward) for s in group]
+    with each whole response as a candidate valued at its reward, terminal unless the token limit cut it off."""
+    cands = [Candidate(s.response, not s.truncated, s.reward) for s in group]
     return select_actions(cands, [s.reward for s in group], min_gap, weighting)
 
 
@@ -120,7 +129,14 @@ def run_response_advantages(config: ResponseAdvantageConfig) -> ResponseSummary:
     kept = [(groups[problem][0], acts) for problem, acts in chosen.items() if acts]
     device = scoring_device(config.device)
     logprobs, tokens = (
-        reference_logprobs([(s.prompt, acts) for s, acts in kept], config.policy_path, None, device, config.max_tokens)
+        reference_logprobs(
+            [(s.prompt, acts) for s, acts in kept],
+            config.policy_path,
+            config.load_in,
+            device,
+            config.max_tokens,
+            config.attn_implementation,
+        )
         if kept
         else ([], 0)
     )
@@ -158,6 +174,7 @@ def _action_row(first: Sample, scored: ScoredAction, ref_logprob: float) -> dict
         "action": scored.candidate.action,
         "value": scored.value,
         "advantage": scored.advantage,
-        "is_terminal": True,
+        "is_terminal": scored.candidate.is_terminal,
         "ref_logprob": ref_logprob,
+        "weight": scored.weight,
     }
