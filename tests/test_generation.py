@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from dapo.core.padding import left_pad
 from dapo.core.steps import first_step, split_steps, state_text
 from dapo.generation.hf_generator import FirstStepStopping, HFGenerator, count_new_tokens, cut_to_first_step
-from dapo.generation.protocol import SamplingParams
+from dapo.generation.protocol import SamplingParams, is_truncated
 from dapo.models import build_tiny_model
 
 TRAIN_STEPS = 60
@@ -273,3 +273,13 @@ def test_gpu_decoding_keeps_sdpa_off_cudnn_and_only_inside_generate(trained, mon
     model, tokenizer = trained
     HFGenerator(model, tokenizer).generate(["1 + 1"], SamplingParams(n=1, temperature=0.0, max_new_tokens=2))
     assert seen == [torch.device("cpu")]  # the generator's own device decides
+
+
+def test_count_tokens_counts_a_continuations_tokens_without_special_ones(trained, prompts):
+    """What a cut-off continuation spent of its budget: its `max_new_tokens`, re-encoded from its text."""
+    model, tokenizer = trained
+    generator = HFGenerator(model, tokenizer)
+    out = generator.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=6))
+    cut = [row[0] for row in out if is_truncated(row[0])]
+    assert cut and generator.count_tokens(cut) == [6] * len(cut)
+    assert generator.count_tokens([]) == [] and generator.count_tokens([""]) == [0]

@@ -111,14 +111,16 @@ def test_stage_a_scores_cut_off_samples_and_rollouts_zero(tmp_path: Path) -> Non
     assert summary.states == len(states) == 6 * (full_steps + 1) + 2 * full_steps
 
 
-def test_the_response_baseline_leaves_cut_off_responses_out(tmp_path: Path) -> None:
+def test_the_response_baseline_counts_cut_off_responses_as_failures(tmp_path: Path) -> None:
+    """Its group is the t = 0 rollouts (4 kept solutions x 2), cut-off ones in it with reward 0 as DAPO's values
+    count them; the kept solutions stay out (chosen by reward)."""
     task = _task()
     problems = write_records(problem_rows(task, task.load("train")[:1]), tmp_path / "p", "problems", Provenance("t"))
     config = RolloutConfig(str(problems), str(tmp_path / "a"), n_samples=4, n_keep=4, n_rollouts=2, seed=1)
     run_rollouts(config, CuttingGenerator(task, n_cut=2), task)
     samples = prompt_samples(tmp_path / "a")
-    assert len(samples) == 2 + 4 * 1  # the two finished solutions; the finished one of each t = 0 state's two rollouts
-    assert all(s.reward == 1.0 for s in samples)
+    assert len(samples) == 4 * 2
+    assert sorted((s.truncated, s.reward) for s in samples) == [(False, 1.0)] * 4 + [(True, 0.0)] * 4
 
 
 def test_records_without_the_flags_read_as_not_cut_off(tmp_path: Path) -> None:

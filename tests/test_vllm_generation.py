@@ -50,7 +50,7 @@ class FakeTokenizer:
             self.pieces.append(piece)
         return self.pieces.index(piece)
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return [self.id(char) for char in text]
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
@@ -271,6 +271,10 @@ def test_sampled_outputs_are_seeded_and_one_step_cuts_each(fake_vllm):
     assert [sorted(texts) for texts in one] == [sorted(cut_to_first_step(t) for t in texts) for texts in out]
     assert "\n\n\nx" in one[1]  # blank lines, then eos before any complete step: the whole text is kept
     assert all(len(split_steps(text)) <= 1 for texts in one for text in texts)
+
+
+def test_count_tokens_encodes_with_the_engines_tokenizer(fake_vllm):
+    assert VLLMGenerator("m").count_tokens(["", "Q1:", "5 + 3"]) == [0, 3, 5]
 
 
 def test_inputs_are_checked(fake_vllm):

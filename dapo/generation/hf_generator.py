@@ -70,7 +70,7 @@ DECODE_ATTENTION = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, 
 SEGMENT = 16
 """Tokens generated between two checks for rows that ended (`HFGenerator._decode_dropping_finished`)."""
 
-__all__ = ["FirstStepStopping", "HFGenerator", "count_new_tokens", "cut_to_first_step"]
+__all__ = ["FirstStepStopping", "HFGenerator", "count_new_tokens", "count_text_tokens", "cut_to_first_step"]
 
 
 def cut_to_first_step(text: str, delimiter: str = DEFAULT_DELIMITER) -> str:
@@ -82,6 +82,12 @@ def cut_to_first_step(text: str, delimiter: str = DEFAULT_DELIMITER) -> str:
 def count_new_tokens(new_ids: torch.Tensor, pad_id: int) -> int:
     """Generated tokens in (b, t) `new_ids`: everything but padding (an end-of-sequence token counts)."""
     return int((new_ids != pad_id).sum())
+
+
+def count_text_tokens(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """Tokens each text takes as a continuation: encoded alone, without special tokens (a continuation has no BOS,
+    and its end-of-sequence token is not in its text)."""
+    return [len(tokenizer.encode(text, add_special_tokens=False)) for text in texts]
 
 
 class FirstStepStopping(StoppingCriteria):
@@ -182,6 +188,10 @@ class HFGenerator:
         for i, texts in zip(order, results, strict=True):
             by_prompt[i] = texts
         return by_prompt
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text takes as a continuation (`count_text_tokens`)."""
+        return count_text_tokens(self.tokenizer, texts)
 
     def _encode(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids of each prompt, with the tokenizer's usual special tokens (e.g. a BOS)."""

@@ -74,3 +74,9 @@ class Generator(Protocol):
         """`params.n` continuations of each prompt: text after the prompt, without end-of-sequence tokens (each a
         `Completion` where the generator knows whether it was cut off)."""
         ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text takes as a continuation (encoded alone, no special tokens): what it spent of a
+        `max_new_tokens` budget. Rollout reuse needs it to resume a cut-off continuation with the budget it had left
+        (`dapo.stages.state_rollouts`)."""
+        ...

@@ -56,7 +56,7 @@ from typing import Any
 
 from dapo.core.errors import require
 from dapo.core.steps import first_step
-from dapo.generation.hf_generator import cut_to_first_step
+from dapo.generation.hf_generator import count_text_tokens, cut_to_first_step
 from dapo.generation.protocol import Completion, SamplingParams
 
 __all__ = [
@@ -196,6 +196,10 @@ class VLLMGenerator:
             self._complete_first_steps(rows, params)
         texts: list[list[str]] = [[self._completion(row.ids, params) for row in group] for group in rows]
         return [group * params.n for group in texts] if params.temperature == 0 else texts
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text takes as a continuation, with the engine's tokenizer (`count_text_tokens`)."""
+        return count_text_tokens(self.tokenizer, texts)
 
     def _run(self, prompts: list[Any], kwargs: list[dict[str, Any]]) -> list[Any]:
         """One `LLM.generate` call, one request per prompt (outputs in prompt order), counting generated tokens."""

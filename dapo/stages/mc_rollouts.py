@@ -15,8 +15,9 @@ provenance. A shard is finished iff its states folder exists, so a killed run re
 neither lost nor duplicated records; a finished shard is checked against the current config and policy hash.
 
 `reuse_rollouts` counts a rollout from s_t that took the solution's own step a_t as one of s_{t+1}'s too, and
-samples only the rest (`dapo.stages.rollout_reuse` says why the estimate stays unbiased). `adaptive_width` stops
-adding rollouts to a state once its Wilson interval is narrow enough (fewer tokens, at a small bias).
+samples only the rest; one the token cap cut off is resumed up to the cap a fresh rollout from s_{t+1} has
+(`dapo.stages.rollout_reuse` says why the estimate stays unbiased). `adaptive_width` stops adding rollouts to a
+state once its Wilson interval is narrow enough (fewer tokens, at a small bias).
 
 Layout: this module samples and keeps solutions and writes the shards; `dapo.stages.state_rollouts` rolls out
 their states; `dapo.stages.rollout_config` holds the settings.

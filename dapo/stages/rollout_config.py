@@ -41,8 +41,10 @@ class RolloutConfig:
     """Raise on a malformed problem (empty prompt, repeated id, bad `example` JSON); False: skip it and report."""
     reuse_rollouts: bool = False
     """Count a rollout from s_t whose first step is the solution's own next step as a rollout from s_{t+1} too, and
-    sample only the rest of s_{t+1}'s `n_rollouts` (unbiased: `dapo.stages.rollout_reuse`). States are then rolled
-    out one step index at a time, a `generate` call per index and count, instead of one call per shard."""
+    sample only the rest of s_{t+1}'s `n_rollouts` (unbiased: `dapo.stages.rollout_reuse`; one that `max_new_tokens`
+    cut off is first resumed up to the cap of a fresh rollout from s_{t+1}, which needs `Generator.count_tokens`).
+    States are then rolled out one step index at a time, a `generate` call per index and count (and per resume
+    budget), instead of one call per shard."""
     adaptive_width: float | None = None
     """Stop adding rollouts to a state once the Wilson 95% interval of its value is narrower than this (at most
     `n_rollouts`, in chunks of `adaptive_min_rollouts`); None: every state gets `n_rollouts`. Unlike reuse this is not

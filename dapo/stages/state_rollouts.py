@@ -2,9 +2,10 @@
 
 `rollout_states` rolls out a shard's states in one `generate` call; `rollout_states_in_waves` goes step index by
 step index, so that rollouts through a solution's own step can count for the next state (`reuse_rollouts`,
-`dapo.stages.rollout_reuse`) and a state's rollouts can stop once its value is known well enough
-(`adaptive_width`). Both return the state rows (`states` records) with their completions and rewards. The sampling
-of solutions and the shards around them are in `dapo.stages.mc_rollouts`.
+`dapo.stages.rollout_reuse`; the ones the token cap cut off are resumed up to the cap of a fresh rollout from
+the next state, which keeps the estimate unbiased) and a state's rollouts can stop once its value is
+known well enough (`adaptive_width`). Both return the state rows (`states` records) with their completions and
+rewards. The sampling of solutions and the shards around them are in `dapo.stages.mc_rollouts`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import contextlib
 import itertools
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dapo.core.stats import wilson_ci95
 from dapo.core.steps import join_steps, state_text
 from dapo.generation.protocol import Generator, SamplingParams, is_truncated
 from dapo.stages.rollout_config import RolloutConfig
-from dapo.stages.rollout_reuse import continuations_through
+from dapo.stages.rollout_reuse import continuations_through, resume_budgets, resumed
 from dapo.stages.shards import derive_seed
 from dapo.tasks.base import Example, Task
 from dapo.tasks.grading import score_responses
@@ -113,10 +114,10 @@ def rollout_states_in_waves(
 ) -> tuple[list[dict[str, Any]], int]:
     """`rollout_states` step index by step index, for rollout reuse and adaptive allocation. A state's completions
     are first those of the previous state that went through the solution's own step (`reuse_rollouts`; at most
-    `n_rollouts`, in generation order), then fresh ones up to its goal: `n_rollouts`, or with `adaptive_width`
-    `adaptive_min_rollouts`, raised by that many while its Wilson interval is wider than `adaptive_width`. Fresh
-    ones come from one `generate` call per step index, round and missing count. Returns the rows and the number of
-    rollouts reused."""
+    `n_rollouts`, in generation order; the cut-off ones resumed by `_resume_cut_off`), then fresh ones up to its
+    goal: `n_rollouts`, or with `adaptive_width` `adaptive_min_rollouts`, raised by that many while its Wilson
+    interval is wider than `adaptive_width`. Fresh ones come from one `generate` call per step index, round and
+    missing count. Returns the rows and the number of rollouts reused."""
     n, width = config.n_rollouts, config.adaptive_width
     adaptive = width is not None
     rolled: Rollouts = {}
@@ -128,6 +129,7 @@ def rollout_states_in_waves(
             texts, rewards = carried.pop(i, ([], []))
             rolled[i, t] = texts[:n], rewards[:n]
             reused_total += len(rolled[i, t][0])
+        _resume_cut_off(index, t, solutions, {i: rolled[i, t] for i in live}, config, generator, task, grading)
         goal = dict.fromkeys(live, config.adaptive_min_rollouts if adaptive else n)
         for round_ in itertools.count():
             missing_of = {i: goal[i] - len(rolled[i, t][0]) for i in live}
@@ -150,6 +152,53 @@ def rollout_states_in_waves(
             if t + 1 < solutions[i].states_with_rollouts and config.reuse_rollouts:
                 carried[i] = continuations_through(solutions[i].steps[t], *rolled[i, t], config.delimiter)
     return _state_rows(solutions, rolled), reused_total
+
+
+def _resume_cut_off(
+    index: int,
+    t: int,
+    solutions: Sequence[Solution],
+    reused: dict[int, tuple[list[str], list[float]]],
+    config: RolloutConfig,
+    generator: Generator,
+    task: Task,
+    grading: GradingClock,
+) -> None:
+    """Resumes, in place, the cut-off completions that the states (i, t) took over from (i, t - 1): each continued
+    with the tokens it has left of `max_new_tokens` (why: `dapo.stages.rollout_reuse`), one `generate` call per
+    budget, one continuation each. Nothing is generated or counted when none was cut off."""
+    cut = [(i, k) for i, (texts, _) in reused.items() for k, text in enumerate(texts) if is_truncated(text)]
+    if not cut:
+        return
+    used = generator.count_tokens([reused[i][0][k] for i, k in cut])
+    for budget, group in sorted(resume_budgets(cut, used, config.max_new_tokens).items()):
+        seed = derive_seed(config.seed, index, f"resume/t{t}/b{budget}")
+        params = replace(sampling_params(config, 1, seed), max_new_tokens=budget)
+        _resume_group(t, solutions, reused, group, params, generator, task, grading)
+
+
+def _resume_group(
+    t: int,
+    solutions: Sequence[Solution],
+    reused: dict[int, tuple[list[str], list[float]]],
+    group: Sequence[tuple[int, int]],
+    params: SamplingParams,
+    generator: Generator,
+    task: Task,
+    grading: GradingClock,
+) -> None:
+    """Completion k of state (i, t), for each (i, k) of `group`, extended from s_t + its text with `params` (n = 1,
+    the group's budget), and its reward graded on the whole response, as `_sample_rollouts` grades."""
+    partials = [reused[i][0][k] for i, k in group]
+    states = [state_text(solutions[i].problem.prompt, solutions[i].steps, t) for i, _ in group]
+    prompts = [state + partial for state, partial in zip(states, partials, strict=True)]
+    outputs = generate_checked(generator, prompts, params)
+    texts = [resumed(partial, out[0]) for partial, out in zip(partials, outputs, strict=True)]
+    full = [[join_steps(solutions[i].steps[:t]) + text] for (i, _), text in zip(group, texts, strict=True)]
+    with grading.measure():
+        scores = finished_scores(task, [solutions[i].problem.example for i, _ in group], full, [[c] for c in texts])
+    for (i, k), text, [reward] in zip(group, texts, scores, strict=True):
+        reused[i][0][k], reused[i][1][k] = text, reward
 
 
 def _too_wide(rewards: Sequence[float], width: float) -> bool:
