@@ -136,9 +136,11 @@ def test_shortened_demo_end_to_end(tmp_path, monkeypatch, capsys):
     assert {k: again["stages"][k] for k in stages[:-1]} == {k: report["stages"][k] for k in stages[:-1]}
     names = ("start", *METHODS, "dapo_round2")
     assert [again[k]["accuracy"] for k in names] == [report[k]["accuracy"] for k in names]
-    # resuming with other settings would silently reuse the old start policy and baseline: refused
-    with pytest.raises(ValueError, match="seed differ"):
+    # resuming with other settings would silently reuse the old start policy and baseline: refused, in one line
+    with pytest.raises(SystemExit):
         cli_main([*args[:6], "2", *args[7:]])
+    message = capsys.readouterr().err
+    assert "plan.seed, seed differ, see out/demo.json" in message and "use another --out" in message
 
 
 def test_demo_names_a_missing_config(tmp_path, monkeypatch):

@@ -16,7 +16,8 @@ On the bundled `arith` task, with nothing downloaded:
 Everything lands in `out`: policy/, iterate/ (round 1's artifacts and TensorBoard logs), grid/ (every grid point's
 policy, and validation.json), round-2/ (with `rounds: 2`), tb/ (the fine-tuning loss curves and the accuracies),
 timings.json and report.json.
-A rerun skips finished stages.
+A rerun skips finished stages. It refuses a folder whose `demo.json` records other settings (any config the demo
+reads, resolved: `dapo.pipeline.demo_record`), and a grid point made from other inputs than the current round's.
 
     dapo demo --out runs/demo            (or: make demo)
     tensorboard --logdir runs/demo
@@ -42,6 +43,7 @@ from dapo.core.stats import paired_difference_ci95
 from dapo.generation.hf_generator import HFGenerator
 from dapo.pipeline.configs import deep_merge, fit_overlay, load_config
 from dapo.pipeline.demo_grid import METHODS, Round, TuningGrid, tune, validate_policy
+from dapo.pipeline.demo_record import OUT, check_settings, check_started_from, settings_record
 from dapo.pipeline.iterate import iterate
 from dapo.pipeline.tiny_model import tiny_model_for_task
 from dapo.records import write_json
@@ -135,11 +137,11 @@ def demo(
     evaluation, grid = evaluation or Evaluation(), grid or TuningGrid()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan = _iterate_plan(iterate_config, fit_overlays or [], seed, task, out_dir)  # a bad path fails before training
+    plan = iterate_plan(iterate_config, fit_overlays or [], seed, task, out_dir)  # a bad path fails before training
     if start.base_model is not None:
         check_model_folder(start.base_model, "start.base_model", made_by=_import_command)
     # `rounds` is left out of the checked settings: going from 1 to 2 on a finished run only adds round 2
-    _check_settings(out_dir, {"seed": seed, "task": asdict(task), "start": asdict(start), "grid": asdict(grid)})
+    check_settings(out_dir, demo_settings(iterate_config, fit_overlays or [], seed, task, start, evaluation, grid))
     stages = DemoStages.load(out_dir / "timings.json")
     policy = out_dir / "policy"
     if not policy.exists():
@@ -174,25 +176,27 @@ def _second_round(plan: dict[str, Any], start: Path, round_1: Path, out: Path, s
     actor = out / "iter-01" / "actor" / "hf"
     settings = {**plan, "iterations": 1, "critic_init": str(round_1 / "critic" / "hf")}
     if actor.exists():
+        check_started_from(out / "iter-01", start)
         return actor
     with stages.timed("round_2"):
         return iterate(policy_path=str(start), out_dir=str(out), **settings)
 
 
-def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
-    """Record what the demo in `out_dir` trains with, or refuse to resume one that trained with other settings
-    (its finished start policy and baseline would be silently reused)."""
-    record = out_dir / "demo.json"
-    if not record.exists():
-        write_json(record, settings)
-        return
-    before, now = json.loads(record.read_text()), json.loads(json.dumps(settings))  # as JSON stores it
-    if before != now:
-        changed = sorted(key for key in now if before.get(key) != now[key])
-        raise ValueError(
-            f"{out_dir} holds a demo run with other settings ({', '.join(changed)} differ, see {record}); "
-            "use another --out or remove that folder"
-        )
+def demo_settings(
+    iterate_config: str,
+    fit_overlays: list[str],
+    seed: int,
+    task: ArithTask,
+    start: StartPolicy,
+    evaluation: Evaluation,
+    grid: TuningGrid,
+) -> dict[str, Any]:
+    """What `demo.json` records (`settings_record`): the plan resolved with outputs placed under `OUT`."""
+    plan = iterate_plan(iterate_config, fit_overlays, seed, task, Path(OUT))
+    fits = {which: _fit_config(plan, which) for which in ("critic", "actor")}
+    overlays = [_overlay_sections(path) for path in fit_overlays]
+    sections = {"task": asdict(task), "start": asdict(start), "evaluation": asdict(evaluation), "grid": asdict(grid)}
+    return settings_record(plan, fits, overlays, {"seed": seed, **sections})
 
 
 def train_start_policy(task: ArithTask, settings: StartPolicy, out: Path, seed: int, tb_dir: Path) -> Path:
@@ -232,7 +236,7 @@ def _import_command(path: str) -> str:
     return f"`dapo import-gguf --out {path}` (SmolLM2-135M-Instruct), or point it at any Hugging Face model folder"
 
 
-def _iterate_plan(
+def iterate_plan(
     iterate_config: str, fit_overlays: list[str], seed: int, task: ArithTask, out_dir: Path
 ) -> dict[str, Any]:
     """`iterate` keyword arguments from its YAML config plus the fit overlays (policy_path and out_dir left out).
@@ -241,8 +245,7 @@ def _iterate_plan(
     for path in [iterate_config, *fit_overlays]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path} not found: run `dapo demo` from the repository root or pass its path")
-    overlays = [load_config(path, []) for path in fit_overlays]
-    config = load_config(iterate_config, [{key: o[key] for key in FIT_SECTIONS if key in o} for o in overlays])
+    config = load_config(iterate_config, [_overlay_sections(path) for path in fit_overlays])
     config.pop("policy_path", None)
     config.pop("out_dir", None)
     if config.get("iterations", 2) != 1:  # 2: iterate's default
@@ -251,6 +254,12 @@ def _iterate_plan(
     stage_a["rollout"] = {"problems_path": str(out_dir / "problems")}
     config["stage_a"] = deep_merge(config.get("stage_a") or {}, stage_a)
     return {**config, "seed": seed}
+
+
+def _overlay_sections(path: str) -> dict[str, Any]:
+    """What the demo takes from a fit overlay: its sections merged into both fits of every round."""
+    overlay = load_config(path, [])
+    return {key: overlay[key] for key in FIT_SECTIONS if key in overlay}
 
 
 def _fit_config(plan: dict[str, Any], which: str) -> dict[str, Any]:

@@ -10,19 +10,20 @@ Methods, all starting from the same start policy:
 "epochs" E means E times the tokens of one epoch of the DAPO actor: every method trains for the same tokens at the
 same grid point. Every fit trains on all of its data (no share held out for a validation loss).
 
-Everything lands in `out/grid/METHOD/POINT/` (`hf/` the trained policy) and `out/grid/validation.json` (each
-point's validation accuracy); a rerun skips finished points.
+Everything lands in `out/grid/METHOD/POINT/` (`hf/` the trained policy, `point.json` what it trained from) and
+`out/grid/validation.json` (each point's validation accuracy, beside the key of the provenance it scored). A rerun
+skips a finished point made from the current round's data and refuses one made from other inputs, naming it
+(`dapo.pipeline.demo_record`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,14 @@ from dapo.generation.hf_generator import HFGenerator
 from dapo.generation.protocol import SamplingParams
 from dapo.pipeline.baseline import actor_train_tokens, correct_solutions, rejection_finetune
 from dapo.pipeline.configs import Config, deep_merge, place_outputs
+from dapo.pipeline.demo_record import (
+    check_made,
+    load_scores,
+    point_made,
+    provenance_key,
+    round_made,
+    save_scores,
+)
 from dapo.pipeline.iterate import actor_fit, run_fit
 from dapo.records import staged_dir, write_json
 from dapo.stages.evaluation import EvalResult, evaluate_examples
@@ -99,27 +108,48 @@ def tune(
         return _validate(path, task, examples, max_new_tokens).accuracy
 
     record = out / "validation.json"
-    scores: dict[str, dict[str, float]] = json.loads(record.read_text()) if record.exists() else {}
+    scores, keys = load_scores(record)
     epoch_tokens = _dapo_epoch_tokens(round_)
+    made = round_made(round_.folder, round_.policy)
     trainers = {
         "dapo": lambda name, lr, e: _fit_dapo(round_, lr, e, out / "dapo" / name, seed),
         "response": lambda name, lr, e: _fit_response(round_, lr, e * epoch_tokens, out / "response", name, grid, seed),
         "rft": lambda name, lr, e: _fit_rft(round_, lr, e * epoch_tokens, out / "rft" / name, grid, seed),
     }
+
+    def point(method: str, lr: float, e: int) -> dict[str, Any]:
+        return point_made(method, lr, e, e * epoch_tokens, made, {"seed": seed, **_own_settings(method, grid)})
+
+    def train(method: str, name: str, lr: float, e: int) -> Path:
+        """The point's policy, trained unless it finished from the same inputs (refused if from others)."""
+        if not (method == "dapo" and _is_the_rounds_own_fit(round_, lr, e)):  # else `dapo iterate` trained it
+            folder = out / method / name
+            check_made(folder, point(method, lr, e), (folder / FINISHED[method]).exists())
+        return trainers[method](name, lr, e)
+
+    def key(provenance: dict[str, Any]) -> str:  # a score holds for this point scored on these validation problems
+        return provenance_key({**provenance, "validation": grid.validation, "max_new_tokens": max_new_tokens})
+
     for method in METHODS:
-        todo = [point for point in grid.points() if point[0] not in scores.setdefault(method, {})]
+        now = {name: key(point(method, lr, e)) for name, lr, e in grid.points()}
+        done = keys.setdefault(method, {})
+        scores.setdefault(method, {})
+        todo = [p for p in grid.points() if done.get(p[0]) != now[p[0]]]  # a score of other inputs is no score
         if not todo:  # finished earlier: keep the seconds it took then
             continue
         with timed(f"grid_{method}"):
             for name, lr, e in todo:
-                scores[method][name] = validate(trainers[method](name, lr, e))
-                write_json(record, scores)
-    if "start" not in scores:  # the reference point every method's validation accuracy is read against
-        scores["start"] = {"-": validate(round_.policy)}
-        write_json(record, scores)
+                scores[method][name], done[name] = validate(train(method, name, lr, e)), now[name]
+                save_scores(record, scores, keys)
+    start = key({"method": "start", "start_policy": made["start_policy"]})
+    if keys.get("start", {}).get("-") != start:  # the point every method's validation accuracy is read against
+        scores["start"], keys["start"] = {"-": validate(round_.policy)}, {"-": start}
+        save_scores(record, scores, keys)
+    names = [name for name, _, _ in grid.points()]
+    scores = {**{m: {name: scores[m][name] for name in names} for m in METHODS}, "start": scores["start"]}
     chosen = {method: max(scores[method], key=lambda name: scores[method][name]) for method in METHODS}
     lrs_epochs = {name: (lr, e) for name, lr, e in grid.points()}
-    paths = {m: str(trainers[m](chosen[m], *lrs_epochs[chosen[m]])) for m in METHODS}  # finished: no training
+    paths = {m: str(train(m, chosen[m], *lrs_epochs[chosen[m]])) for m in METHODS}  # finished: no training
     return {
         "scores": scores,
         "chosen": chosen,
@@ -127,6 +157,19 @@ def tune(
         "dapo_epoch_tokens": epoch_tokens,
         "validation": grid.validation,
     }
+
+
+FINISHED = {"dapo": "hf", "response": "tokens.json", "rft": "tokens.json"}
+"""What a finished point of each method holds (written last)."""
+
+
+def _own_settings(method: str, grid: TuningGrid) -> dict[str, Any]:
+    """The grid settings a method's points depend on besides lr and epochs."""
+    own: dict[str, dict[str, Any]] = {
+        "response": {"min_gap": grid.min_gap},
+        "rft": {"rft_batch_size": grid.rft_batch_size},
+    }
+    return own.get(method, {})
 
 
 def validate_policy(path: Path, task: ArithTask, grid: TuningGrid, stage_a_problems: int, max_new_tokens: int) -> float:
@@ -192,8 +235,11 @@ def _fit_response(
     out = root / name
     if (out / "tokens.json").exists():  # written last: the point is finished
         return out / "hf"
-    if not (root / "summary.json").exists():
-        run_response_advantages(response_settings(round_, root, grid.min_gap))
+    settings = response_settings(round_, root, grid.min_gap)
+    finished = (root / "summary.json").exists()
+    check_made(root, _response_actions_made(round_, settings), finished, record=ACTIONS_MADE)
+    if not finished:
+        run_response_advantages(settings)
     config = _actor_config(round_, lr, 1, root / "actions")
     config["advantages"] = {"critic_path": None}  # the actions are made above, not by Stage B
     data = _data(config, round_.policy)
@@ -212,6 +258,19 @@ def response_settings(round_: Round, out: Path, min_gap: float) -> ResponseAdvan
     stage_b = round_.actor_base.get("advantages") or {}
     shared = {key: stage_b[key] for key in ("action_weight", "load_in", "attn_implementation") if key in stage_b}
     return ResponseAdvantageConfig(str(round_.folder / "stage_a"), str(round_.policy), str(out), min_gap, **shared)
+
+
+ACTIONS_MADE = "actions_made.json"
+"""Beside the response-level baseline's shared `actions/`: what they were made from."""
+
+
+def _response_actions_made(round_: Round, settings: ResponseAdvantageConfig) -> dict[str, Any]:
+    """What the response-level actions are made from: the start policy, Stage A's samples and the scoring settings
+    (less the paths, which only place them)."""
+    made = round_made(round_.folder, round_.policy)
+    paths = ("stage_a_dir", "policy_path", "out_dir")
+    scoring = {key: value for key, value in asdict(settings).items() if key not in paths}
+    return {key: made[key] for key in ("start_policy", "stage_a_solutions")} | scoring
 
 
 def _fit_rft(round_: Round, lr: float, token_budget: int, out: Path, grid: TuningGrid, seed: int) -> Path:
