@@ -1,0 +1,91 @@
+"""One picture of a demo run's comparison: greedy test accuracy (Wilson 95% intervals) against generated tokens, for
+the start policy, one DAPO round, the outcome-only baselines, online GRPO and DAPO's rounds sweep.
+
+Why: the methods spend their tokens differently (one round of samples and MC rollouts, or GRPO's groups), and the
+question is which turns a token budget into the most accuracy. Reads `RUN/report.json`, `RUN/grpo/report.json`
+(benchmarks/online_grpo.py) and `RUN/rounds/report.json` (benchmarks/dapo_rounds.py), whichever exist; writes
+`RUN/compare.png` and the same figure to TensorBoard (`RUN/tb/compare`).
+
+Run: `python -m benchmarks.compare_picture runs/demo`
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from matplotlib.figure import Figure
+from torch.utils.tensorboard import SummaryWriter
+
+from dapo.core.stats import wilson_ci95
+
+
+class Point(NamedTuple):
+    label: str
+    tokens: int
+    accuracy: float
+    n: int  # test problems
+
+
+def comparison_points(run: Path) -> dict[str, list[Point]]:
+    """Series name -> its points (a curve for the rounds sweep, one point for the rest)."""
+    report = json.loads((run / "report.json").read_text())
+    n, stage_a = report["test_problems"], json.loads((run / "iterate/iter-01/stage_a/summary.json").read_text())
+    tokens = int(stage_a["tokens_generated"])
+    series = {"start policy": [Point("start", 0, report["start"]["accuracy"], n)]}
+    for key, name in (("dapo", "DAPO, 1 round"), ("response", "response-level"), ("rft", "RFT")):
+        series[name] = [Point(key, tokens, report[key]["accuracy"], n)]
+    grpo = run / "grpo" / "report.json"
+    if grpo.exists():
+        entry = json.loads(grpo.read_text())
+        chosen = next(r for r in entry["runs"] if r["lr"] == entry["grpo"]["chosen_lr"])
+        series["online GRPO"] = [Point("grpo", chosen["tokens"], entry["grpo"]["accuracy"], n)]
+    rounds = run / "rounds" / "report.json"
+    if rounds.exists():
+        for r, entry in json.loads(rounds.read_text())["sweep"].items():
+            curve = [Point(f"round {p['round']}", p["tokens"], p["accuracy"], n) for p in entry["points"]]
+            series[f"DAPO, {r} rounds"] = curve
+    return series
+
+
+def draw(series: dict[str, list[Point]], title: str) -> Figure:
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.add_subplot()
+    for name, points in series.items():
+        xs = [p.tokens / 1e3 for p in points]
+        ys = [100 * p.accuracy for p in points]
+        intervals = [wilson_ci95(round(p.accuracy * p.n), p.n) for p in points]
+        below = [y - 100 * low for y, (low, _) in zip(ys, intervals, strict=True)]
+        above = [100 * high - y for y, (_, high) in zip(ys, intervals, strict=True)]
+        axes.errorbar(
+            xs, ys, yerr=[below, above], marker="o", capsize=3, label=name, linestyle="-" if len(xs) > 1 else ""
+        )
+    axes.set_xlabel("generated tokens (thousands)")
+    axes.set_ylabel("greedy test accuracy (%)")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", type=Path, help="a finished `dapo demo` run folder, e.g. runs/demo")
+    args = parser.parse_args(argv)
+    report: dict[str, Any] = json.loads((args.run / "report.json").read_text())
+    figure = draw(comparison_points(args.run), f"{report['task']}, seed {report['seed']}")
+    out = args.run / "compare.png"
+    figure.savefig(out, dpi=120)
+    with contextlib.closing(SummaryWriter(str(args.run / "tb" / "compare"))) as writer:
+        writer.add_figure("compare/accuracy_vs_tokens", figure, 0)
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
