@@ -130,3 +130,19 @@ def test_the_readme_table_shows_round_2_when_every_run_has_it():
     assert "| DAPO, round 2 |" in table and "| DAPO round 2 - RFT |" in table
     one_round = {k: v for k, v in both.items() if "round2" not in k}
     assert "round 2" not in readme_table([both, one_round])
+
+
+def test_mc_sign_accuracy_on_the_kept_actions_only():
+    """Mean reward 0.5. Right step: rewards 1, 0 -> 0.5 - 0.5 = 0, unsigned. Slip "= 14": 1 -> +0.5 (wrong sign).
+    Slip "= 25": 0 -> -0.5 (agrees). Over every step: 1 of 2 signed agree; over Stage B's kept actions, which here
+    hold only "= 25" (the population the advantages' sign accuracy is read over): 1 of 1."""
+    state = {
+        "state_id": "p0/s0/t0",
+        "problem_id": "p0",
+        "t": 0,
+        "steps": ["19 + 5 = 24\n"],
+        "completion_rewards": [1.0, 0.0, 1.0, 0.0],
+        "completions": ["19 + 5 = 24\nx", "19 + 5 = 24\ny", "19 + 5 = 14\nz", "19 + 5 = 25\nw"],
+    }
+    assert mc_sign_accuracy([state], {"p0": EXAMPLE}) == 0.5
+    assert mc_sign_accuracy([state], {"p0": EXAMPLE}, kept={("p0/s0/t0", "19 + 5 = 25\n")}) == 1.0

@@ -87,9 +87,16 @@ def label_actions(actions: Sequence[Mapping[str, Any]], examples: Mapping[str, M
     return {"actions": len(actions), "right": right, "critic_sign_accuracy": agree / signed if signed else None}
 
 
-def mc_sign_accuracy(states: Sequence[Mapping[str, Any]], examples: Mapping[str, Mapping[str, Any]]) -> float | None:
-    """Over every (state, distinct first step) of Stage A's rollouts: how often the MC advantage (mean reward of the
-    completions starting with the step, minus the state's mean) has the truth's sign."""
+def mc_sign_accuracy(
+    states: Sequence[Mapping[str, Any]],
+    examples: Mapping[str, Mapping[str, Any]],
+    kept: set[tuple[str, str]] | None = None,
+) -> float | None:
+    """How often the MC advantage (mean reward of the completions starting with the step, minus the state's mean)
+    has the truth's sign: over the (state_id, action) pairs in `kept` (Stage B's kept actions, the population
+    `label_actions` reads the advantages' sign over), or with None over every (state, distinct first step) of Stage
+    A's rollouts. Compare a critic with the rollouts only on the same population: the kept actions are not a random
+    share of all first steps."""
     agree = signed = 0
     for state in states:
         if not state["completions"]:
@@ -103,7 +110,7 @@ def mc_sign_accuracy(states: Sequence[Mapping[str, Any]], examples: Mapping[str,
             by_step.setdefault(steps[0] if steps else "", []).append(reward)
         for step, rewards in by_step.items():
             advantage = sum(rewards) / len(rewards) - mean
-            if advantage != 0:
+            if advantage != 0 and (kept is None or (state["state_id"], step) in kept):
                 signed += 1
                 agree += (advantage > 0) == (step == truth)
     return agree / signed if signed else None
@@ -150,6 +157,20 @@ def decisive_probabilities(
     return out
 
 
+def _mc_signs(
+    states: Sequence[Mapping[str, Any]],
+    examples: Mapping[str, Mapping[str, Any]],
+    actions: Sequence[Mapping[str, Any]],
+) -> dict[str, float | None]:
+    """The rollouts' sign accuracy on Stage B's kept actions (beside `critic_sign_accuracy`, the same population)
+    and over every first step of Stage A."""
+    kept = {(row["state_id"], row["action"]) for row in actions}
+    return {
+        "mc_sign_accuracy_kept": mc_sign_accuracy(states, examples, kept),
+        "mc_sign_accuracy_all_steps": mc_sign_accuracy(states, examples),
+    }
+
+
 def transitions(start: Sequence[float], after: Sequence[float]) -> dict[str, int]:
     """Problems fixed (wrong -> right) and broken (right -> wrong) between two greedy evaluations."""
     pairs = list(zip(start, after, strict=True))
@@ -171,7 +192,7 @@ def diagnose(demo_dir: str | Path) -> dict[str, Any]:
         m: Path(report[m]["path"]) for m in ("dapo", "response", "rft")
     }
     result = {
-        "labels": label_actions(actions, examples) | {"mc_sign_accuracy": mc_sign_accuracy(states, examples)},
+        "labels": label_actions(actions, examples) | _mc_signs(states, examples, actions),
         "targets": loss_targets(actions, beta) | {"beta": beta},
         "decisive": decisive_probabilities(states, examples, policies),
     }

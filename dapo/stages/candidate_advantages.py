@@ -98,7 +98,8 @@ class AdvantageConfig:
     """None: V(s + a) is the critic's value (the paper). A number k: V(s + a) also averages the rewards of the
     state's rollouts that began with a, the critic's value counting as k of them (0: the rollouts alone), as
     `blend_with_rollouts` computes. On the demo's arith (seed 0), against exact step labels the critic's advantage
-    had the right sign for 69% of kept actions and the rollouts' for 91% (docs/demo.md)."""
+    had the right sign for 69% of kept actions (the rollouts' 91% was over every sampled first step, another
+    population; docs/demo.md)."""
     action_weight: ActionWeighting = "uniform"
     """Each unique action's share of its state's loss (the exploratory distribution nu): "uniform" (the paper) or
     "count" (how many of the state's candidates were that action; see `select_actions`)."""
