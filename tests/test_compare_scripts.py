@@ -1,0 +1,56 @@
+"""The comparison scripts beside the demo: DAPO's rounds sweep splits one round's Stage A problems over the rounds,
+and the picture puts every method of a run folder on one axis of generated tokens."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import compare_picture, dapo_rounds
+from benchmarks.demo_runs import DemoRun
+from dapo.pipeline.demo_grid import TuningGrid
+
+
+def _run(tmp_path, arith, problems: int = 384) -> DemoRun:
+    return DemoRun(tmp_path, arith, TuningGrid(), 0, problems, 1000, {"test_problems": 4})
+
+
+def test_each_round_samples_its_share_of_the_problems(tmp_path, arith):
+    """Four rounds of a 384-problem Stage A: Stage A on the first 96 each round, the rest of the plan the demo's."""
+    plan = dapo_rounds.rounds_plan(_run(tmp_path, arith), 4, "configs/demo/iterate.yaml", [])
+    assert plan["iterations"] == 4
+    assert plan["stage_a"]["rollout"]["limit"] == 96
+    assert plan["stage_a"]["rollout"]["problems_path"] == str(tmp_path / "problems")
+    assert plan["critic_config"] == "configs/demo/critic.yaml" and plan["seed"] == 0
+
+
+def test_rounds_that_do_not_split_the_problems_evenly_are_refused(tmp_path, arith):
+    with pytest.raises(ValueError, match="do not split into 5 equal rounds"):
+        dapo_rounds.rounds_plan(_run(tmp_path, arith), 5, "configs/demo/iterate.yaml", [])
+
+
+def test_paired_differences_by_hand():
+    """Mine right on problems 0 and 1 of 4, theirs on 0: +25 points."""
+    paired = dapo_rounds.paired({"start": [1.0, 0.0, 0.0, 0.0]}, [1.0, 1.0, 0.0, 0.0])
+    assert paired["start"]["difference"] == pytest.approx(0.25)
+
+
+def test_the_picture_holds_every_method_found_in_the_run(tmp_path):
+    entry = {"accuracy": 0.5}
+    report = {"task": "arith", "seed": 0, "test_problems": 4, "start": entry, "dapo": entry, "response": entry}
+    (tmp_path / "report.json").write_text(json.dumps(report | {"rft": entry}))
+    summary = tmp_path / "iterate/iter-01/stage_a/summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps({"tokens_generated": 1000}))
+    (tmp_path / "grpo").mkdir()
+    grpo = {"grpo": {"accuracy": 0.75, "chosen_lr": 1e-4}, "runs": [{"lr": 1e-4, "tokens": 1010}]}
+    (tmp_path / "grpo/report.json").write_text(json.dumps(grpo))
+    (tmp_path / "rounds").mkdir()
+    points = [{"round": 1, "tokens": 500, "accuracy": 0.25}, {"round": 2, "tokens": 990, "accuracy": 0.75}]
+    (tmp_path / "rounds/report.json").write_text(json.dumps({"sweep": {"2": {"points": points}}}))
+    series = compare_picture.comparison_points(tmp_path)
+    assert list(series) == ["start policy", "DAPO, 1 round", "response-level", "RFT", "online GRPO", "DAPO, 2 rounds"]
+    assert [p.tokens for p in series["DAPO, 2 rounds"]] == [500, 990] and series["online GRPO"][0].tokens == 1010
+    out = compare_picture.main([str(tmp_path)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
