@@ -48,22 +48,29 @@ def comparison_points(run: Path) -> dict[str, list[Point]]:
     if rounds.exists():
         for r, entry in json.loads(rounds.read_text())["sweep"].items():
             curve = [Point(f"round {p['round']}", p["tokens"], p["accuracy"], n) for p in entry["points"]]
-            series[f"DAPO, {r} rounds"] = curve
+            series[f"DAPO, {r} rounds"] = series["start policy"] + curve  # each curve starts from the start policy
     return series
+
+
+MARKERS = "osD^vP*X"
+NUDGE = 6.0
+"""Thousands of tokens between single points drawn at one budget (one DAPO round, the baselines, GRPO), so that
+points with equal accuracy stay visible side by side."""
 
 
 def draw(series: dict[str, list[Point]], title: str) -> Figure:
     figure = Figure(figsize=(7, 4.5))
     axes = figure.add_subplot()
-    for name, points in series.items():
-        xs = [p.tokens / 1e3 for p in points]
+    singles = [name for name, points in series.items() if len(points) == 1 and points[0].tokens > 0]
+    for i, (name, points) in enumerate(series.items()):
+        nudge = NUDGE * (singles.index(name) - (len(singles) - 1) / 2) if name in singles else 0.0
+        xs = [p.tokens / 1e3 + nudge for p in points]
         ys = [100 * p.accuracy for p in points]
         intervals = [wilson_ci95(round(p.accuracy * p.n), p.n) for p in points]
         below = [y - 100 * low for y, (low, _) in zip(ys, intervals, strict=True)]
         above = [100 * high - y for y, (_, high) in zip(ys, intervals, strict=True)]
-        axes.errorbar(
-            xs, ys, yerr=[below, above], marker="o", capsize=3, label=name, linestyle="-" if len(xs) > 1 else ""
-        )
+        marker, line = MARKERS[i % len(MARKERS)], "-" if len(xs) > 1 else ""
+        axes.errorbar(xs, ys, yerr=[below, above], label=name, marker=marker, capsize=3, linestyle=line)
     axes.set_xlabel("generated tokens (thousands)")
     axes.set_ylabel("greedy test accuracy (%)")
     axes.set_title(title)

@@ -26,8 +26,8 @@ def test_a_negative_weight_is_refused():
 
 
 def test_a_terminal_action_is_not_pooled_with_a_continuing_action_of_the_same_text():
-    """Action "x" ended one rollout (reward 1, its true value) and began another that went on and failed (reward 0, critic
-    0.2). Weight 1: terminal (1 + 1) / 2 = 1.0; continuing (0 + 0.2) / 2 = 0.1. Pooled by text they would read
+    """Action "x" ended one rollout (reward 1, its true value) and began another that went on and failed (reward 0,
+    critic 0.2). Weight 1: terminal (1 + 1) / 2 = 1.0; continuing (0 + 0.2) / 2 = 0.1. Pooled by text they would read
     (1 + 0 + 1) / 3 and (1 + 0 + 0.2) / 3."""
     cands = [Candidate("x", True, 1.0), Candidate("x", False, 0.0)]
     assert blend_with_rollouts(cands, [1.0, 0.2], 1.0) == pytest.approx([1.0, 0.1])

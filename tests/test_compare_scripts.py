@@ -51,6 +51,10 @@ def test_the_picture_holds_every_method_found_in_the_run(tmp_path):
     (tmp_path / "rounds/report.json").write_text(json.dumps({"sweep": {"2": {"points": points}}}))
     series = compare_picture.comparison_points(tmp_path)
     assert list(series) == ["start policy", "DAPO, 1 round", "response-level", "RFT", "online GRPO", "DAPO, 2 rounds"]
-    assert [p.tokens for p in series["DAPO, 2 rounds"]] == [500, 990] and series["online GRPO"][0].tokens == 1010
+    assert [p.tokens for p in series["DAPO, 2 rounds"]] == [
+        0,
+        500,
+        990,
+    ]  # from the start policy and series["online GRPO"][0].tokens == 1010
     out = compare_picture.main([str(tmp_path)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
