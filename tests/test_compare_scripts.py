@@ -58,3 +58,20 @@ def test_the_picture_holds_every_method_found_in_the_run(tmp_path):
     ]  # from the start policy and series["online GRPO"][0].tokens == 1010
     out = compare_picture.main([str(tmp_path)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_seed_table_pairs_each_seed_and_intervals_over_seeds(tmp_path):
+    """Two seeds of 4 problems. DAPO - GRPO: -25 points on s0 (1 problem), -75 on s1 (3): mean -50, se 25, t 12.706."""
+    from benchmarks import compare_table
+
+    for seed, dapo in (("s0", [1.0, 1.0, 1.0, 0.0]), ("s1", [1.0, 0.0, 0.0, 0.0])):
+        run = tmp_path / seed
+        (run / "grpo").mkdir(parents=True)
+        scores = {"start": [0.0] * 4, "dapo": dapo, "response": [0.0] * 4, "rft": [0.0] * 4}
+        (run / "report.json").write_text(json.dumps({"test_scores": scores}))
+        (run / "grpo/report.json").write_text(json.dumps({"test_scores": [1.0] * 4}))
+    table = compare_table.format_table([tmp_path / "s0", tmp_path / "s1"])
+    row = next(line for line in table.splitlines() if line.startswith("| DAPO, 1 round - online GRPO"))
+    assert (
+        "-25.0 [" in row and "-75.0 [" in row and f"-50.0 [{-50 - 25 * 12.706:+.1f}, {-50 + 25 * 12.706:+.1f}]" in row
+    )

@@ -50,3 +50,14 @@ def test_paired_difference_by_hand():
     assert paired_difference_ci95([1, 0], [1, 0]) == (0.0, 0.0)
     with pytest.raises(ValueError, match="same, non-zero number"):
         paired_difference_ci95([1], [1, 0])
+
+
+def test_seed_level_interval_by_hand():
+    """[1, 3]: mean 2, sd sqrt(2), se 1, t(0.975, 1 df) = 12.706. [1, 2, 3]: se sqrt(1/3), t(0.975, 2 df) = 4.303."""
+    from dapo.core.stats import seed_level_ci95
+
+    assert seed_level_ci95([1.0, 3.0]) == pytest.approx((2 - 12.706, 2 + 12.706))
+    half = 4.303 * (1 / 3) ** 0.5
+    assert seed_level_ci95([1.0, 2.0, 3.0]) == pytest.approx((2 - half, 2 + half))
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        seed_level_ci95([1.0])
