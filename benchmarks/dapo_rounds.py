@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import machine_line
-from benchmarks.demo_runs import DemoRun, evaluate_on_test
-from dapo.core.stats import paired_difference_ci95
+from benchmarks.demo_runs import DemoRun, evaluate_on_test, paired
 from dapo.pipeline.configs import deep_merge
 from dapo.pipeline.demo import iterate_plan
 from dapo.pipeline.demo_grid import validate_policy
@@ -73,14 +72,6 @@ def run_rounds(run: DemoRun, rounds: int, iterate_config: str, fit_overlays: lis
             }
         )
     return points
-
-
-def paired(scores: dict[str, list[float]], mine: list[float]) -> dict[str, Any]:
-    """Paired 95% intervals of `mine` minus each policy in `scores`, on the same test problems."""
-    return {
-        name: {"difference": (sum(mine) - sum(theirs)) / len(mine), "ci95": list(paired_difference_ci95(theirs, mine))}
-        for name, theirs in scores.items()
-    }
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dapo.core.stats import paired_difference_ci95
 from dapo.generation.hf_generator import HFGenerator
 from dapo.pipeline.demo_grid import TuningGrid
 from dapo.stages.evaluation import EvalResult, evaluate_policy
@@ -54,3 +55,11 @@ def evaluate_on_test(policy: Path, run: DemoRun, max_new_tokens: int) -> EvalRes
     return evaluate_policy(
         generator, run.task, "test", limit=run.report["test_problems"], max_new_tokens=max_new_tokens
     )
+
+
+def paired(scores: dict[str, list[float]], mine: list[float]) -> dict[str, Any]:
+    """Paired 95% intervals of `mine` minus each policy in `scores`, on the same test problems."""
+    return {
+        name: {"difference": (sum(mine) - sum(theirs)) / len(mine), "ci95": list(paired_difference_ci95(theirs, mine))}
+        for name, theirs in scores.items()
+    }

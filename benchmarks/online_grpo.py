@@ -40,9 +40,8 @@ from typing import Any
 from torch.utils.tensorboard import SummaryWriter
 
 from benchmarks.common import machine_line
-from benchmarks.demo_runs import DemoRun, evaluate_on_test
+from benchmarks.demo_runs import DemoRun, evaluate_on_test, paired
 from dapo.core.errors import require
-from dapo.core.stats import paired_difference_ci95
 from dapo.pipeline.demo_grid import validate_policy
 from dapo.records import write_json
 from dapo.stages.evaluation import EvalResult
@@ -194,13 +193,7 @@ def grpo_report(
     differ = sum(a != b for a, b in zip(scores["start"], start_again.scores, strict=True))
     if differ:
         raise RuntimeError(f"the start policy re-scored differs from {run.folder}/report.json on {differ} problems")
-    differences = {
-        f"grpo_minus_{name}": {
-            "difference": grpo.accuracy - sum(theirs) / len(theirs),
-            "ci95": list(paired_difference_ci95(theirs, grpo.scores)),
-        }
-        for name, theirs in scores.items()
-    }
+    differences = {f"grpo_minus_{name}": entry for name, entry in paired(scores, grpo.scores).items()}
     return {
         "grpo": {"accuracy": grpo.accuracy, "ci95": list(grpo.ci95()), "chosen_lr": chosen.lr},
         "runs": [asdict(r) for r in runs],

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from benchmarks import compare_picture, dapo_rounds
+from benchmarks import compare_picture, dapo_rounds, demo_runs
 from benchmarks.demo_runs import DemoRun
 from dapo.pipeline.demo_grid import TuningGrid
 
@@ -32,7 +32,7 @@ def test_rounds_that_do_not_split_the_problems_evenly_are_refused(tmp_path, arit
 
 def test_paired_differences_by_hand():
     """Mine right on problems 0 and 1 of 4, theirs on 0: +25 points."""
-    paired = dapo_rounds.paired({"start": [1.0, 0.0, 0.0, 0.0]}, [1.0, 1.0, 0.0, 0.0])
+    paired = demo_runs.paired({"start": [1.0, 0.0, 0.0, 0.0]}, [1.0, 1.0, 0.0, 0.0])
     assert paired["start"]["difference"] == pytest.approx(0.25)
 
 
