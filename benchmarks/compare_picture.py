@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
+from benchmarks.demo_runs import rounds_label
 from dapo.core.stats import wilson_ci95
 
 
@@ -48,7 +49,7 @@ def comparison_points(run: Path) -> dict[str, list[Point]]:
     if rounds.exists():
         for r, entry in json.loads(rounds.read_text())["sweep"].items():
             curve = [Point(f"round {p['round']}", p["tokens"], p["accuracy"], n) for p in entry["points"]]
-            series[f"DAPO, {r} rounds"] = series["start policy"] + curve  # each curve starts from the start policy
+            series[rounds_label(r)] = series["start policy"] + curve  # each curve starts from the start policy
     return series
 
 

@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks.demo_runs import rounds_label
 from dapo.core.stats import paired_difference_ci95, seed_level_ci95
 
 NAMES = {
@@ -41,7 +42,7 @@ def test_scores(run: Path) -> dict[str, list[float]]:
 
 
 def _name(key: str) -> str:
-    return NAMES.get(key) or f"DAPO, {key.removeprefix('rounds')} rounds"
+    return NAMES.get(key) or rounds_label(key.removeprefix("rounds"))
 
 
 def _pct(low: float, high: float) -> str:

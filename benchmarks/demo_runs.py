@@ -63,3 +63,14 @@ def paired(scores: dict[str, list[float]], mine: list[float]) -> dict[str, Any]:
         name: {"difference": (sum(mine) - sum(theirs)) / len(mine), "ci95": list(paired_difference_ci95(theirs, mine))}
         for name, theirs in scores.items()
     }
+
+
+def rounds_key(rounds: int, variant: str | None) -> str:
+    """A rounds recipe's key in `rounds/report.json`: "2", or "2 rollouts_only" for a variant."""
+    return f"{rounds} {variant}" if variant else str(rounds)
+
+
+def rounds_label(key: str) -> str:
+    """A rounds recipe's name in tables and pictures: "DAPO, 2 rounds" or "DAPO, 2 rounds (rollouts_only)"."""
+    rounds, _, variant = key.partition(" ")
+    return f"DAPO, {rounds} rounds" + (f" ({variant})" if variant else "")

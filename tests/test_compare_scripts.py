@@ -4,12 +4,15 @@ and the picture puts every method of a run folder on one axis of generated token
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from benchmarks import compare_picture, dapo_rounds, demo_runs
 from benchmarks.demo_runs import DemoRun
 from dapo.pipeline.demo_grid import TuningGrid
+from dapo.pipeline.demo_record import StaleRun
+from dapo.records import write_json
 
 
 def _run(tmp_path, arith, problems: int = 384) -> DemoRun:
@@ -17,10 +20,11 @@ def _run(tmp_path, arith, problems: int = 384) -> DemoRun:
 
 
 def test_each_round_samples_its_share_of_the_problems(tmp_path, arith):
-    """Four rounds of a 384-problem Stage A: Stage A on the first 96 each round, the rest of the plan the demo's."""
+    """Four rounds of a 384-problem Stage A: 96 problems a round, the next 96 each round (iterate's slices), so the
+    four rounds see the 384 problems the demo's one round saw; the rest of the plan is the demo's."""
     plan = dapo_rounds.rounds_plan(_run(tmp_path, arith), 4, "configs/demo/iterate.yaml", [])
-    assert plan["iterations"] == 4
-    assert plan["stage_a"]["rollout"]["limit"] == 96
+    assert plan["iterations"] == 4 and plan["problems_per_round"] == 96
+    assert "limit" not in plan["stage_a"]["rollout"]  # the critic config's 384 stays the pool the slices come from
     assert plan["stage_a"]["rollout"]["problems_path"] == str(tmp_path / "problems")
     assert plan["critic_config"] == "configs/demo/critic.yaml" and plan["seed"] == 0
 
@@ -28,6 +32,27 @@ def test_each_round_samples_its_share_of_the_problems(tmp_path, arith):
 def test_rounds_that_do_not_split_the_problems_evenly_are_refused(tmp_path, arith):
     with pytest.raises(ValueError, match="do not split into 5 equal rounds"):
         dapo_rounds.rounds_plan(_run(tmp_path, arith), 5, "configs/demo/iterate.yaml", [])
+
+
+def test_rounds_made_from_other_settings_or_without_a_record_are_refused(tmp_path, arith, tiny_model_dir):
+    shutil.copytree(tiny_model_dir, tmp_path / "policy")
+    run = _run(tmp_path, arith)
+    (tmp_path / "rounds/r2/iter-01").mkdir(parents=True)  # rounds of an older dapo_rounds, which sliced no problems
+    with pytest.raises(StaleRun, match=r"rounds/r2 finished without a provenance record \(rounds.json"):
+        dapo_rounds.run_rounds(run, 2, "configs/demo/iterate.yaml", [])
+    made = dapo_rounds.rounds_made(run, dapo_rounds.rounds_plan(run, 2, "configs/demo/iterate.yaml", []))
+    (tmp_path / "rounds/v-r2").mkdir()
+    write_json(tmp_path / "rounds/v-r2/rounds.json", made)
+    overlay = tmp_path / "rollouts_only.yaml"
+    overlay.write_text("advantages:\n  critic_weight: 0.0\n")
+    with pytest.raises(StaleRun, match=r"plan.advantages differ"):
+        dapo_rounds.run_rounds(run, 2, "configs/demo/iterate.yaml", [str(overlay)], variant="v")
+
+
+def test_rounds_keys_and_names():
+    assert demo_runs.rounds_key(2, None) == "2" and demo_runs.rounds_key(4, "rollouts_only") == "4 rollouts_only"
+    assert demo_runs.rounds_label("2") == "DAPO, 2 rounds"
+    assert demo_runs.rounds_label("4 rollouts_only") == "DAPO, 4 rounds (rollouts_only)"
 
 
 def test_paired_differences_by_hand():

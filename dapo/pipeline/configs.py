@@ -69,6 +69,31 @@ def fit_overlay(
     return overlay
 
 
+def round_problems(base: Config, round_: int, per_round: int | None) -> Config:
+    """The critic config whose Stage A takes round `round_`'s slice of the problems: the `per_round` after the
+    earlier rounds' (from the config's own `skip` on), e.g. 2 rounds of 192: problems 0-191, then 192-383. None:
+    the config's problems in every round."""
+    if per_round is None:
+        return base
+    rollout = (base.get("stage_a") or {}).get("rollout") or {}
+    skip = int(rollout.get("skip") or 0) + (round_ - 1) * per_round
+    return deep_merge(base, {"stage_a": {"rollout": {"skip": skip, "limit": per_round}}})
+
+
+def check_problems_per_round(base: Config, iterations: int, per_round: int | None) -> None:
+    """Refuse rounds whose slices do not fit in the problems the critic config keeps (its stage_a.rollout.limit)."""
+    if per_round is None:
+        return
+    if per_round < 1:
+        raise ValueError(f"problems_per_round must be >= 1 or None, got {per_round}")
+    limit = ((base.get("stage_a") or {}).get("rollout") or {}).get("limit")
+    if limit is not None and iterations * per_round > int(limit):
+        raise UserError(
+            f"{iterations} rounds of {per_round} problems need {iterations * per_round}, but the critic config's "
+            f"stage_a.rollout.limit keeps {limit}: lower problems_per_round or raise the limit"
+        )
+
+
 def merge_repeated_configs(args: list[str]) -> list[str]:
     """Command-line arguments in which each `--config FILE` after the first carries, for every section (a top-level
     mapping such as `trainer` or `stage_a`) it sets, that section merged over what the earlier files set.

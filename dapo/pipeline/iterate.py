@@ -35,7 +35,16 @@ import torch
 
 from dapo.core.errors import UserError, check_model_folder
 from dapo.core.fingerprint import policy_fingerprint
-from dapo.pipeline.configs import Config, Overlay, deep_merge, fit_overlay, load_config, place_outputs
+from dapo.pipeline.configs import (
+    Config,
+    Overlay,
+    check_problems_per_round,
+    deep_merge,
+    fit_overlay,
+    load_config,
+    place_outputs,
+    round_problems,
+)
 from dapo.pipeline.export import export_checkpoint
 from dapo.pipeline.fit import DapoLightningCLI, fit_in_processes
 from dapo.records import move_aside, staged_dir, write_json
@@ -190,6 +199,7 @@ def iterate(
     stage_a: Overlay | None = None,
     advantages: Overlay | None = None,
     seed: int | None = None,
+    problems_per_round: int | None = None,
 ) -> Path:
     """Run DAPO for several rounds (Stage A, critic, advantages, actor), resuming at the first unfinished stage.
 
@@ -205,6 +215,9 @@ def iterate(
         stage_a: overlay merged into the critic fit's `stage_a` section.
         advantages: overlay merged into the actor fit's `advantages` section.
         seed: if set, both fits' `seed_everything` and Stage A's sampling seed (None: as the configs say).
+        problems_per_round: if set, round i's Stage A takes the i-th slice of this many problems (the critic
+            config's stage_a.rollout.limit, if any, bounds them all), so the rounds walk through the problems as one
+            round over all of them would; None: every round takes the problems the config sets.
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
@@ -212,6 +225,7 @@ def iterate(
     overlay = fit_overlay(trainer, data, stage_a, advantages, seed)
     critic_base = load_config(critic_config, [overlay])
     actor_base = load_config(actor_config, [overlay])
+    check_problems_per_round(critic_base, iterations, problems_per_round)
     policy, critic = policy_path, critic_init or policy_path
     for i in range(1, iterations + 1):
         round_dir = Path(out_dir) / f"iter-{i:02d}"
@@ -220,7 +234,8 @@ def iterate(
         if critic_hf.exists():
             log.info("round %d: critic finished (%s), skipping Stage A and critic", i, critic_hf)
         else:
-            seconds = run_fit(critic_fit(critic_base, round_dir, policy, critic), critic_hf)
+            critic_round = round_problems(critic_base, i, problems_per_round)
+            seconds = run_fit(critic_fit(critic_round, round_dir, policy, critic), critic_hf)
             _record_seconds(round_dir, "critic_fit", seconds)
             log.info("round %d: Stage A + critic took %.1f s", i, seconds)
         if actor_hf.exists():

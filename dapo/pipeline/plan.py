@@ -25,7 +25,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from dapo.core.errors import MissingFile, check_model_folder, make_policy
 from dapo.core.steps import DEFAULT_DELIMITER, split_steps
-from dapo.pipeline.configs import Config, Overlay, fit_overlay, load_config
+from dapo.pipeline.configs import Config, Overlay, check_problems_per_round, fit_overlay, load_config, round_problems
 from dapo.pipeline.plan_costs import Device, ModelShape, StageCost, Workload, stage_costs
 from dapo.pipeline.plan_memory import Memory, TrainSetup, inference_memory, training_memory, variants
 from dapo.records import read_records
@@ -66,6 +66,7 @@ def plan(
     stage_a: Overlay | None = None,
     advantages: Overlay | None = None,
     seed: int | None = None,
+    problems_per_round: int | None = None,
     assume: Assumptions | None = None,
     model: ModelShape | None = None,
     device: Device | None = None,
@@ -84,6 +85,7 @@ def plan(
         stage_a: overlay merged into the critic fit's `stage_a` section.
         advantages: overlay merged into the actor fit's `advantages` section.
         seed: as for `dapo iterate` (not used).
+        problems_per_round: as for `dapo iterate`: a round's problems (every round is costed as the first).
         assume: problem count and means to use instead of measuring them.
         model: the model's size, instead of reading the policy's config.json.
         device: accelerator peak and utilisations, for device-hours.
@@ -91,6 +93,8 @@ def plan(
     del out_dir, critic_init, seed  # accepted so that an iterate config plans as it is
     overlay = fit_overlay(trainer, data, stage_a, advantages, None)
     critic, actor = load_config(critic_config, [overlay]), load_config(actor_config, [overlay])
+    check_problems_per_round(critic, iterations, problems_per_round)
+    critic = round_problems(critic, 1, problems_per_round)
     policy = policy_path or (critic.get("stage_a") or {}).get("policy_path")
     workload = workload_from(critic, actor, policy, assume or Assumptions())
     shape = model or model_shape(_require(policy, "model.params, model.layers and model.hidden"))
@@ -154,7 +158,7 @@ def _problem_texts(critic: Config, rollout: Any) -> list[tuple[str, str | None]]
         pairs = [(row["prompt"], task.reference_solution(json.loads(row["example"]))) for row in rows]
     else:
         pairs = [(task.prompt(ex), task.reference_solution(ex)) for ex in task.load("train")]
-    return pairs[: rollout.limit] if rollout.limit is not None else pairs
+    return pairs[rollout.skip : None if rollout.limit is None else rollout.skip + rollout.limit]
 
 
 def _task(critic: Config) -> Any:

@@ -121,12 +121,18 @@ def keep_balanced(rewards: Sequence[float], n_keep: int, rng: random.Random) -> 
 
 
 def load_problems(config: RolloutConfig, task: Task) -> list[Problem]:
-    """The first `config.limit` problems of `config.problems_path`, checked to belong to `task`."""
+    """`config.limit` problems of `config.problems_path` from the `config.skip`-th on, checked to belong to `task`."""
     dataset = read_records(config.problems_path, "problems", config.strict)
-    if config.limit is not None:
-        dataset = dataset.select(range(min(config.limit, dataset.num_rows)))
     if dataset.num_rows == 0:
         raise ValueError(f"{config.problems_path}: the problems dataset is empty")
+    if config.skip >= dataset.num_rows:
+        raise ValueError(
+            f"{config.problems_path}: skip {config.skip} leaves none of its {dataset.num_rows} problems "
+            "(more rounds or problems per round than the problems file holds?)"
+        )
+    end = dataset.num_rows if config.limit is None else min(config.skip + config.limit, dataset.num_rows)
+    if config.skip or end < dataset.num_rows:
+        dataset = dataset.select(range(config.skip, end))
     other_tasks = sorted(set(dataset["task"]) - {task.name})
     if other_tasks:
         raise ValueError(

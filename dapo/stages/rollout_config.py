@@ -36,7 +36,10 @@ class RolloutConfig:
     seed: int = 0
     """Base seed; each shard derives its sampling seeds from it, so a resumed run equals an uninterrupted one."""
     limit: int | None = None
-    """Use only the first `limit` problems (None = all)."""
+    """Use only the first `limit` problems (None = all), counted from `skip`."""
+    skip: int = 0
+    """Leave out the first `skip` problems: `dapo iterate --problems_per_round` sets it so that each round takes the
+    next slice of the problems instead of the same ones again."""
     strict: bool = True
     """Raise on a malformed problem (empty prompt, repeated id, bad `example` JSON); False: skip it and report."""
     reuse_rollouts: bool = False
@@ -67,6 +70,8 @@ class RolloutConfig:
             raise ValueError("delimiter must be a non-empty string")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1 or None, got {self.limit}")
+        if self.skip < 0:
+            raise ValueError(f"skip must be >= 0, got {self.skip}")
         if self.adaptive_width is not None and not 0 < self.adaptive_width <= 1:
             raise ValueError(f"adaptive_width must be in (0, 1] or None, got {self.adaptive_width}")
         if self.adaptive_width is not None and not 1 <= self.adaptive_min_rollouts <= self.n_rollouts:
