@@ -44,7 +44,13 @@ def comparison_points(run: Path) -> dict[str, list[Point]]:
     if grpo.exists():
         entry = json.loads(grpo.read_text())
         chosen = next(r for r in entry["runs"] if r["lr"] == entry["grpo"]["chosen_lr"])
-        series["online GRPO"] = [Point("grpo", chosen["tokens"], entry["grpo"]["accuracy"], n)]
+        final = Point("grpo", chosen["tokens"], entry["grpo"]["accuracy"], n)
+        snapshots = [p for p in entry["grpo"].get("curve", []) if p["percent"] < 100]
+        if snapshots:  # a curve from the start policy through the chosen lr's snapshots
+            on_the_way = [Point(f"{p['percent']}%", p["tokens"], p["accuracy"], n) for p in snapshots]
+            series["online GRPO"] = series["start policy"] + on_the_way + [final]
+        else:
+            series["online GRPO"] = [final]
     rounds = run / "rounds" / "report.json"
     if rounds.exists():
         for r, entry in json.loads(rounds.read_text())["sweep"].items():

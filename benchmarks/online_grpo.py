@@ -20,10 +20,14 @@ Left out on purpose:
    by the token budget.
 2. vLLM generation: TRL's own `generate` on CPU, as dapo's demo uses transformers on CPU.
 
-Writes `RUN/grpo/LR/hf` (each trained policy), `RUN/grpo/report.json` and a TensorBoard scalar under
-`RUN/tb/grpo`; a rerun skips finished learning rates.
+Writes `RUN/grpo/LR/hf` (each trained policy), `RUN/grpo/LR/atP/hf` (its snapshots at P% of the budget: 25, 50,
+75), `RUN/grpo/report.json` and a TensorBoard scalar under `RUN/tb/grpo`; a rerun skips finished learning rates.
+The chosen lr's snapshots are scored on test too: GRPO's accuracy against generated tokens, beside DAPO's rounds.
+`--curve` makes them for a chosen lr trained before snapshots existed, by training it again (same seed) in
+`RUN/grpo/LR-curve/`; its final policy is scored as well, to show how far the rerun lands from the first.
 
-Run: `python -m benchmarks.online_grpo runs/demo [--lrs 1e-4 3e-4] [--group 16]`   (needs trl: the bench extra)
+Run: `python -m benchmarks.online_grpo runs/demo [--lrs 1e-4 3e-4] [--group 16] [--curve]`   (needs trl: the bench
+extra)
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import contextlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +72,12 @@ class GrpoRun:
     steps: int
     seconds: float
     validation: float = 0.0
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    """{"percent", "tokens", "steps"} of each policy saved on the way, in `atP/hf` beside `hf`."""
+
+
+SNAPSHOT_PERCENTS = (25, 50, 75)
+"""Where in the token budget GRPO's policy is saved: the budgets at which DAPO's 2 and 4 rounds end a round."""
 
 
 def import_trl() -> Any:
@@ -121,8 +131,18 @@ def train_grpo(
     tokenizer = AutoTokenizer.from_pretrained(policy)
     spent = TokenBudget(budget)
 
+    snapshots: list[dict[str, Any]] = []
+
     class StopAtBudget(TrainerCallback):
+        """Saves the policy each time the tokens pass a snapshot percent of the budget; stops at the budget."""
+
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            for percent in SNAPSHOT_PERCENTS[len(snapshots) :]:
+                if spent.tokens * 100 < percent * budget or spent.spent:
+                    break
+                kwargs["model"].save_pretrained(str(out / f"at{percent}" / "hf"))
+                tokenizer.save_pretrained(str(out / f"at{percent}" / "hf"))
+                snapshots.append({"percent": percent, "tokens": spent.tokens, "steps": state.global_step})
             control.should_training_stop = spent.spent
             return control
 
@@ -160,11 +180,12 @@ def train_grpo(
     seconds = time.perf_counter() - start
     trainer.save_model(str(out / "hf"))
     tokenizer.save_pretrained(str(out / "hf"))
-    return GrpoRun(lr, spent.tokens, trainer.state.global_step, seconds)
+    return GrpoRun(lr, spent.tokens, trainer.state.global_step, seconds, snapshots=snapshots)
 
 
-def compare(run: DemoRun, lrs: Sequence[float], settings: GrpoSettings) -> dict[str, Any]:
-    """Train GRPO at every lr (finished ones are read back), choose on validation, judge on test."""
+def compare(run: DemoRun, lrs: Sequence[float], settings: GrpoSettings, curve: bool = False) -> dict[str, Any]:
+    """Train GRPO at every lr (finished ones are read back), choose on validation, judge on test, and score the
+    chosen lr's snapshots on test (`curve`: train it again for them if it has none)."""
     examples = list(run.task.load("train"))[: run.stage_a_problems]
     max_new_tokens = settings.max_new_tokens
     runs = []
@@ -181,7 +202,35 @@ def compare(run: DemoRun, lrs: Sequence[float], settings: GrpoSettings) -> dict[
     chosen = max(runs, key=lambda r: r.validation)
     grpo = evaluate_on_test(run.folder / "grpo" / f"lr{chosen.lr:g}" / "hf", run, max_new_tokens)
     start_again = evaluate_on_test(run.folder / "policy", run, max_new_tokens)
-    return grpo_report(run, runs, chosen, grpo, start_again)
+    report = grpo_report(run, runs, chosen, grpo, start_again)
+    report["grpo"]["curve"] = grpo_curve(run, chosen, examples, settings, curve)
+    return report
+
+
+def grpo_curve(
+    run: DemoRun, chosen: GrpoRun, examples: Sequence[dict[str, Any]], settings: GrpoSettings, retrain: bool
+) -> list[dict[str, Any]]:
+    """Test accuracy of the chosen lr's snapshots ({"percent", "tokens", "steps", "accuracy", "ci95"}; the last
+    point the rerun's final policy when `retrain` trained the lr again for them); [] without snapshots."""
+    folder, trained = run.folder / "grpo" / f"lr{chosen.lr:g}", chosen
+    if not chosen.snapshots and retrain:
+        folder = run.folder / "grpo" / f"lr{chosen.lr:g}-curve"
+        record = folder / "run.json"
+        if record.exists():
+            trained = GrpoRun(**json.loads(record.read_text()))
+        else:
+            trained = train_grpo(
+                run.folder / "policy", examples, run.task, chosen.lr, run.stage_a_tokens, settings, folder
+            )
+            write_json(record, asdict(trained))
+    points = [(s, folder / f"at{s['percent']}" / "hf") for s in trained.snapshots]
+    if trained is not chosen:
+        points.append(({"percent": 100, "tokens": trained.tokens, "steps": trained.steps}, folder / "hf"))
+    curve = []
+    for snapshot, policy in points:
+        result = evaluate_on_test(policy, run, settings.max_new_tokens)
+        curve.append({**snapshot, "accuracy": result.accuracy, "ci95": list(result.ci95())})
+    return curve
 
 
 def grpo_report(
@@ -232,11 +281,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--lrs", type=float, nargs="+", help="learning rates (default: the demo grid's)")
     parser.add_argument("--group", type=int, default=GrpoSettings.group)
     parser.add_argument("--max-new-tokens", type=int, default=GrpoSettings.max_new_tokens)
+    parser.add_argument("--curve", action="store_true", help="train the chosen lr again if it has no snapshots")
     args = parser.parse_args(argv)
     import_trl()  # before any work: the error names the extra
     run = DemoRun.load(args.run)
     settings = GrpoSettings(args.group, args.max_new_tokens, run.seed)
-    report = compare(run, args.lrs or run.grid.lrs, settings)
+    report = compare(run, args.lrs or run.grid.lrs, settings, args.curve)
     write_json(args.run / "grpo" / "report.json", report)
     with contextlib.closing(SummaryWriter(str(args.run / "tb" / "grpo"))) as writer:
         writer.add_scalar("eval/accuracy", report["grpo"]["accuracy"], 0)

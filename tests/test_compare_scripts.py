@@ -83,6 +83,11 @@ def test_the_picture_holds_every_method_found_in_the_run(tmp_path):
     ]  # from the start policy and series["online GRPO"][0].tokens == 1010
     out = compare_picture.main([str(tmp_path)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    grpo["grpo"]["curve"] = [{"percent": 50, "tokens": 505, "accuracy": 0.5}, {"percent": 100, "tokens": 1009}]
+    (tmp_path / "grpo/report.json").write_text(json.dumps(grpo))
+    series = compare_picture.comparison_points(tmp_path)
+    assert [(p.tokens, p.accuracy) for p in series["online GRPO"]] == [(0, 0.5), (505, 0.5), (1010, 0.75)]
+    assert compare_picture.main([str(tmp_path)]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_seed_table_pairs_each_seed_and_intervals_over_seeds(tmp_path):

@@ -33,9 +33,14 @@ def test_the_reward_is_the_tasks_score_and_zero_for_a_cut_off_completion(arith):
 
 def test_grpo_stops_at_the_token_budget_and_saves_a_policy(tmp_path, arith, policy_dir):
     settings = GrpoSettings(group=2, max_new_tokens=16, seed=0)
-    run = train_grpo(policy_dir, arith.load("train")[:4], arith, 1e-4, budget=40, settings=settings, out=tmp_path)
-    assert 40 <= run.tokens <= 40 + 2 * 16  # stops after the step that crossed it: at most one step's completions
+    run = train_grpo(policy_dir, arith.load("train")[:4], arith, 1e-4, budget=200, settings=settings, out=tmp_path)
+    assert 200 <= run.tokens <= 200 + 2 * 16  # stops after the step that crossed it: at most one step's completions
     assert run.steps >= 1 and (tmp_path / "hf" / "config.json").is_file()
+    # a step adds at most 32 tokens, so 50, 100 and 150 are each passed at their own step, before the budget
+    assert [s["percent"] for s in run.snapshots] == [25, 50, 75]
+    for snapshot in run.snapshots:
+        assert snapshot["percent"] * 2 <= snapshot["tokens"] < snapshot["percent"] * 2 + 2 * 16
+        assert (tmp_path / f"at{snapshot['percent']}" / "hf" / "config.json").is_file()
 
 
 def test_the_report_pairs_grpo_with_every_demo_policy_and_checks_the_start(tmp_path, arith):
