@@ -140,8 +140,9 @@ def train_grpo(
             for percent in SNAPSHOT_PERCENTS[len(snapshots) :]:
                 if spent.tokens * 100 < percent * budget or spent.spent:
                     break
-                kwargs["model"].save_pretrained(str(out / f"at{percent}" / "hf"))
-                tokenizer.save_pretrained(str(out / f"at{percent}" / "hf"))
+                snapshot = str(out / f"at{percent}" / "hf")
+                kwargs["model"].save_pretrained(snapshot)
+                tokenizer.save_pretrained(snapshot)
                 snapshots.append({"percent": percent, "tokens": spent.tokens, "steps": state.global_step})
             control.should_training_stop = spent.spent
             return control

@@ -75,8 +75,7 @@ def round_problems(base: Config, round_: int, per_round: int | None) -> Config:
     the config's problems in every round."""
     if per_round is None:
         return base
-    rollout = (base.get("stage_a") or {}).get("rollout") or {}
-    skip = int(rollout.get("skip") or 0) + (round_ - 1) * per_round
+    skip = int(_rollout_section(base).get("skip") or 0) + (round_ - 1) * per_round
     return deep_merge(base, {"stage_a": {"rollout": {"skip": skip, "limit": per_round}}})
 
 
@@ -86,12 +85,17 @@ def check_problems_per_round(base: Config, iterations: int, per_round: int | Non
         return
     if per_round < 1:
         raise ValueError(f"problems_per_round must be >= 1 or None, got {per_round}")
-    limit = ((base.get("stage_a") or {}).get("rollout") or {}).get("limit")
+    limit = _rollout_section(base).get("limit")
     if limit is not None and iterations * per_round > int(limit):
         raise UserError(
             f"{iterations} rounds of {per_round} problems need {iterations * per_round}, but the critic config's "
             f"stage_a.rollout.limit keeps {limit}: lower problems_per_round or raise the limit"
         )
+
+
+def _rollout_section(config: Config) -> Config:
+    """A critic config's stage_a.rollout settings ({} where unset)."""
+    return (config.get("stage_a") or {}).get("rollout") or {}
 
 
 def merge_repeated_configs(args: list[str]) -> list[str]:
