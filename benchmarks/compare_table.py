@@ -4,6 +4,9 @@ t-interval (each seed redraws the start policy, the samples and the training; th
 only the test problems' sampling).
 
 Reads what `make demo` and `make compare` leave in each folder (report.json, grpo/report.json, rounds/report.json).
+Where GRPO's report has a curve (`online_grpo --curve`: snapshots at 25/50/75% of the budget), a second table puts
+each snapshot beside DAPO's R rounds after the round that ends at the same share of the rounds (round 2 of 8 at
+25%), with the tokens each had generated: who is ahead at fewer tokens.
 
 Run: `python -m benchmarks.compare_table runs/demo-s0 runs/demo-s1 ...`
 """
@@ -14,6 +17,7 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from benchmarks.demo_runs import rounds_label
 from dapo.core.stats import paired_difference_ci95, seed_level_ci95
@@ -67,15 +71,62 @@ def format_table(runs: Sequence[Path]) -> str:
                 f"{100 * d:+.1f} {_pct(*paired_difference_ci95(s[base], s[key]))}"
                 for d, s in zip(diffs, per_run, strict=True)
             )
-            mean = f"{100 * sum(diffs) / len(diffs):+.1f} {_pct(*seed_level_ci95(diffs))}" if len(diffs) > 1 else "-"
-            lines.append(f"| {_name(key)} - {_name(base)} | {cells} | {mean} |")
+            lines.append(f"| {_name(key)} - {_name(base)} | {cells} | {_mean_cell(diffs)} |")
     return "\n".join(lines)
+
+
+def fewer_tokens(run: Path, rounds: str) -> dict[int, dict[str, Any]]:
+    """GRPO's snapshot at P% of the budget and DAPO's `rounds` recipe after round P% * R, per P both have ({} when
+    the run has no GRPO curve or no such recipe)."""
+    grpo_record, rounds_record = run / "grpo" / "report.json", run / "rounds" / "report.json"
+    if not (grpo_record.exists() and rounds_record.exists()):
+        return {}
+    grpo = json.loads(grpo_record.read_text())["grpo"].get("curve", [])
+    sweep = json.loads(rounds_record.read_text())["sweep"]
+    points = sweep[rounds]["points"] if rounds in sweep else []
+    pairs = {}
+    for snapshot in grpo:
+        after = snapshot["percent"] * len(points) / 100
+        if snapshot["percent"] < 100 and "test_scores" in snapshot and after == int(after) and after >= 1:
+            pairs[snapshot["percent"]] = {"grpo": snapshot, "dapo": points[int(after) - 1]}
+    return pairs
+
+
+def format_fewer_tokens(runs: Sequence[Path], rounds: str = "8") -> str:
+    """Per seed: GRPO's snapshot and DAPO's round at the same share of the budget, accuracy (tokens), the
+    difference DAPO - GRPO with its paired interval, and the mean over seeds with a t-interval."""
+    per_run = [fewer_tokens(run, rounds) for run in runs]
+    percents = [p for p in per_run[0] if all(p in pairs for pairs in per_run)]
+    lines = ["| share of the budget | " + " | ".join(run.name for run in runs) + " | mean over seeds [t-interval] |"]
+    lines.append("|---" * (len(runs) + 2) + "|")
+    for percent in percents:
+        pairs = [pairs[percent] for pairs in per_run]
+        k = pairs[0]["dapo"]["round"]
+        for who, label in (("grpo", f"online GRPO at {percent}%"), ("dapo", f"{_name('rounds' + rounds)}, round {k}")):
+            cells = " | ".join(f"{100 * p[who]['accuracy']:.1f}% ({p[who]['tokens'] / 1000:.0f}K)" for p in pairs)
+            mean = sum(p[who]["accuracy"] for p in pairs) / len(pairs)
+            lines.append(f"| {label} | {cells} | {100 * mean:.1f}% |")
+        diffs = [p["dapo"]["accuracy"] - p["grpo"]["accuracy"] for p in pairs]
+        cells = " | ".join(
+            f"{100 * d:+.1f} {_pct(*paired_difference_ci95(p['grpo']['test_scores'], p['dapo']['test_scores']))}"
+            for d, p in zip(diffs, pairs, strict=True)
+        )
+        lines.append(f"| DAPO - GRPO | {cells} | {_mean_cell(diffs)} |")
+    return "\n".join(lines)
+
+
+def _mean_cell(diffs: Sequence[float]) -> str:
+    """The mean difference over seeds with its seed-level t-interval ("-" for one seed)."""
+    return f"{100 * sum(diffs) / len(diffs):+.1f} {_pct(*seed_level_ci95(diffs))}" if len(diffs) > 1 else "-"
 
 
 def main(argv: Sequence[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="finished demo run folders, one per seed")
-    table = format_table(parser.parse_args(argv).runs)
+    runs = parser.parse_args(argv).runs
+    table = format_table(runs)
+    if all(fewer_tokens(run, "8") for run in runs):
+        table += "\n\nAt fewer tokens:\n\n" + format_fewer_tokens(runs)
     print(table)
     return table
 

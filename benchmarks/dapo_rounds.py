@@ -12,7 +12,9 @@ the number of rounds at a fixed total of generated tokens:
   - every round's policy is scored greedy on the grid's validation problems and on the test problems (the curve
     of accuracy against generated tokens); the recipe's result is its last round.
 A variant (`--variant NAME --fit-overlays FILE...`) runs the same rounds with overlays merged into both fits, e.g.
-Stage B from the rollouts alone (configs/demo/rounds/rollouts_only.yaml).
+Stage B from the rollouts alone (configs/demo/rounds/rollouts_only.yaml). A variant that spends fewer tokens per
+problem (fewer MC rollouts) walks through more problems at the same tokens: `--problems N` (its overlay must raise
+Stage A's `limit` to N; the validation problems stay the last train problems, checked not to overlap).
 
 Writes `RUN/rounds/rR/` (`RUN/rounds/NAME-rR/` for a variant) with `rounds.json`, what the rounds were made from
 (a folder made from other settings or another start policy is refused, never reused), and `RUN/rounds/report.json`;
@@ -24,6 +26,7 @@ Run: `python -m benchmarks.dapo_rounds runs/demo --rounds 2 4 8`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +52,15 @@ def rounds_plan(run: DemoRun, rounds: int, iterate_config: str, fit_overlays: li
         raise ValueError(f"{run.stage_a_problems} Stage A problems do not split into {rounds} equal rounds")
     plan = iterate_plan(iterate_config, fit_overlays, run.seed, run.task, run.folder)
     return {**plan, "iterations": rounds, "problems_per_round": run.stage_a_problems // rounds}
+
+
+def walked(run: DemoRun, problems: int | None) -> DemoRun:
+    """The run with the rounds walking through the first `problems` train problems instead of the demo's count."""
+    if problems is None:
+        return run
+    if problems <= 0:
+        raise ValueError(f"--problems must be positive, got {problems}")
+    return dataclasses.replace(run, stage_a_problems=problems)
 
 
 def rounds_made(run: DemoRun, plan: dict[str, Any]) -> dict[str, Any]:
@@ -95,8 +107,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--iterate-config", default="configs/demo/iterate.yaml", help="the config the demo ran")
     parser.add_argument("--fit-overlays", nargs="*", default=[], help="the demo's fit overlays, then the variant's")
     parser.add_argument("--variant", help="a name for rounds run with other fit overlays (its own folders and rows)")
+    parser.add_argument("--problems", type=int, help="Stage A problems the rounds walk through (default: the demo's)")
     args = parser.parse_args(argv)
-    run = DemoRun.load(args.run)
+    run = walked(DemoRun.load(args.run), args.problems)
     record = args.run / "rounds" / "report.json"
     report: dict[str, Any] = json.loads(record.read_text()) if record.exists() else {"sweep": {}}
     report["machine"] = machine_line()

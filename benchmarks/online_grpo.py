@@ -211,8 +211,9 @@ def compare(run: DemoRun, lrs: Sequence[float], settings: GrpoSettings, curve: b
 def grpo_curve(
     run: DemoRun, chosen: GrpoRun, examples: Sequence[dict[str, Any]], settings: GrpoSettings, retrain: bool
 ) -> list[dict[str, Any]]:
-    """Test accuracy of the chosen lr's snapshots ({"percent", "tokens", "steps", "accuracy", "ci95"}; the last
-    point the rerun's final policy when `retrain` trained the lr again for them); [] without snapshots."""
+    """Test accuracy of the chosen lr's snapshots ({"percent", "tokens", "steps", "accuracy", "ci95",
+    "test_scores"}; the last point the rerun's final policy when `retrain` trained the lr again for them); [] without
+    snapshots."""
     folder, trained = run.folder / "grpo" / f"lr{chosen.lr:g}", chosen
     if not chosen.snapshots and retrain:
         folder = run.folder / "grpo" / f"lr{chosen.lr:g}-curve"
@@ -230,7 +231,8 @@ def grpo_curve(
     curve = []
     for snapshot, policy in points:
         result = evaluate_on_test(policy, run, settings.max_new_tokens)
-        curve.append({**snapshot, "accuracy": result.accuracy, "ci95": list(result.ci95())})
+        scored = {"accuracy": result.accuracy, "ci95": list(result.ci95()), "test_scores": result.scores}
+        curve.append(snapshot | scored)
     return curve
 
 

@@ -34,6 +34,15 @@ def test_rounds_that_do_not_split_the_problems_evenly_are_refused(tmp_path, arit
         dapo_rounds.rounds_plan(_run(tmp_path, arith), 5, "configs/demo/iterate.yaml", [])
 
 
+def test_a_variant_can_walk_through_more_problems(tmp_path, arith):
+    """--problems 624 over 8 rounds: 78 problems a round; validation still refuses a count that reaches it."""
+    run = dapo_rounds.walked(_run(tmp_path, arith), 624)
+    assert dapo_rounds.rounds_plan(run, 8, "configs/demo/iterate.yaml", [])["problems_per_round"] == 78
+    assert dapo_rounds.walked(run, None) is run
+    with pytest.raises(ValueError, match="must be positive"):
+        dapo_rounds.walked(run, 0)
+
+
 def test_rounds_made_from_other_settings_or_without_a_record_are_refused(tmp_path, arith, tiny_model_dir):
     shutil.copytree(tiny_model_dir, tmp_path / "policy")
     run = _run(tmp_path, arith)
@@ -105,3 +114,32 @@ def test_the_seed_table_pairs_each_seed_and_intervals_over_seeds(tmp_path):
     assert (
         "-25.0 [" in row and "-75.0 [" in row and f"-50.0 [{-50 - 25 * 12.706:+.1f}, {-50 + 25 * 12.706:+.1f}]" in row
     )
+
+
+def test_fewer_tokens_pairs_each_grpo_snapshot_with_the_round_at_its_share(tmp_path):
+    """GRPO at 25% and 50% of the budget beside 8 rounds after rounds 2 and 4; a 30% snapshot has no round and an
+    unscored one is left out. Seed s0: DAPO right on 3 of 4 at round 2, GRPO on 1: +50 points."""
+    from benchmarks import compare_table
+
+    for seed, dapo_right in (("s0", 3), ("s1", 2)):
+        run = tmp_path / seed
+        (run / "grpo").mkdir(parents=True)
+        (run / "rounds").mkdir()
+        curve = [
+            {"percent": p, "tokens": 100 * p, "accuracy": 0.25, "test_scores": [1.0, 0.0, 0.0, 0.0]}
+            for p in (25, 30, 50)
+        ] + [{"percent": 75, "tokens": 7500, "accuracy": 0.5}]
+        (run / "grpo/report.json").write_text(json.dumps({"grpo": {"curve": curve}}))
+        scores = [1.0] * dapo_right + [0.0] * (4 - dapo_right)
+        points = [
+            {"round": r, "tokens": 1240 * r, "accuracy": dapo_right / 4, "test_scores": scores} for r in range(1, 9)
+        ]
+        (run / "rounds/report.json").write_text(json.dumps({"sweep": {"8": {"points": points}}}))
+    pairs = compare_table.fewer_tokens(tmp_path / "s0", "8")
+    assert sorted(pairs) == [25, 50] and pairs[25]["dapo"]["round"] == 2 and pairs[50]["dapo"]["round"] == 4
+    assert compare_table.fewer_tokens(tmp_path / "s0", "4 wide") == {}
+    table = compare_table.format_fewer_tokens([tmp_path / "s0", tmp_path / "s1"])
+    assert "| online GRPO at 25% | 25.0% (2K) | 25.0% (2K) | 25.0% |" in table
+    assert "| DAPO, 8 rounds, round 2 | 75.0% (2K) | 50.0% (2K) | 62.5% |" in table
+    difference = next(line for line in table.splitlines() if line.startswith("| DAPO - GRPO"))
+    assert difference.startswith("| DAPO - GRPO | +50.0 [") and "| +37.5 [" in difference
