@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import re
 import statistics
@@ -27,6 +26,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 
+from dapo.core.machine import cpu_model
+
 Row = dict[str, Any]
 
 CACHE_DIR = Path(os.environ.get("DAPO_BENCH_CACHE", "runs/bench"))
@@ -35,13 +36,9 @@ CACHE_DIR = Path(os.environ.get("DAPO_BENCH_CACHE", "runs/bench"))
 
 def machine_line() -> str:
     """CPU model, cores, threads, torch version and the load at start."""
-    cpu = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
-        cpu = found.group(1).strip() if found else cpu
     return (
-        f"machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
         f"1-min load average {os.getloadavg()[0]:.2f} at start"
     )
 

@@ -17,6 +17,12 @@ from dapo.tasks import ArithTask
 from dapo.training.sft import supervised_finetune
 
 
+@pytest.fixture(autouse=True)
+def _own_start_cache(tmp_path_factory, monkeypatch) -> None:
+    """Every test gets an empty start-policy cache of its own (`dapo.pipeline.start_cache`), never ~/.cache/dapo."""
+    monkeypatch.setenv("DAPO_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(scope="session")
 def arith() -> ArithTask:
     return ArithTask(n_steps=2, max_operand=5, train_size=200, test_size=40, seed=0)

@@ -2,7 +2,8 @@
 
 On the bundled `arith` task, with nothing downloaded:
   1. start policy: a tiny Llama fine-tuned on worked solutions that forget carries and borrows most of the time
-     (`slip_carries`), so it solves the problems without carries and fails the others at an identifiable step;
+     (`slip_carries`), so it solves the problems without carries and fails the others at an identifiable step
+     (copied from `dapo.pipeline.start_cache` when one was made from the same settings, code and machine);
   2. DAPO: `dapo iterate` with configs/demo/iterate.yaml (Stage A, critic, advantages, actor per round);
   3. baselines on the same Stage A samples, outcome only: the same actor and loss on response-level advantages
      (A = r - mean r over the problem's samples), and rejection-sampling fine-tuning (RFT) on the correct samples;
@@ -45,6 +46,7 @@ from dapo.pipeline.configs import deep_merge, fit_overlay, load_config
 from dapo.pipeline.demo_grid import METHODS, Round, TuningGrid, tune, validate_policy
 from dapo.pipeline.demo_record import OUT, check_settings, check_started_from, settings_record
 from dapo.pipeline.iterate import iterate
+from dapo.pipeline.start_cache import cached_or_trained, start_record
 from dapo.pipeline.tiny_model import tiny_model_for_task
 from dapo.records import write_json
 from dapo.stages.evaluation import EvalResult, evaluate_policy
@@ -114,6 +116,7 @@ def demo(
     evaluation: Evaluation | None = None,
     grid: TuningGrid | None = None,
     rounds: int = 1,
+    start_cache: bool = True,
 ) -> dict[str, Any]:
     """Run the embedded demo: start policy, DAPO and two outcome-only baselines, tuned alike; write report.json.
 
@@ -129,6 +132,8 @@ def demo(
         grid: the (lr, epochs) grid every method is tuned over, and the validation problems that choose.
         rounds: 1, or 2 to also run DAPO's second round from round 1's chosen policy and report it beside the rest
             (the baselines stay at one round: round 2 samples again, so it sees twice the samples).
+        start_cache: copy the start policy from `$DAPO_CACHE` (default ~/.cache/dapo) when one was made from the same
+            task, start settings, seed, code and machine, and keep a copy of a newly trained one there.
     """
     if rounds not in (1, 2):
         raise ValueError(f"rounds must be 1 or 2, got {rounds}")
@@ -146,7 +151,7 @@ def demo(
     policy = out_dir / "policy"
     if not policy.exists():
         with stages.timed("start_policy"):
-            train_start_policy(task, start, policy, seed, out_dir / "tb" / "start_policy")
+            _start_policy(task, start, seed, out_dir, start_cache)
     iterate(policy_path=str(policy), out_dir=str(out_dir / "iterate"), **plan)
     round_1 = out_dir / "iterate" / "iter-01"
     grid_dir = out_dir / "grid"
@@ -197,6 +202,26 @@ def demo_settings(
     overlays = [_overlay_sections(path) for path in fit_overlays]
     sections = {"task": asdict(task), "start": asdict(start), "evaluation": asdict(evaluation), "grid": asdict(grid)}
     return settings_record(plan, fits, overlays, {"seed": seed, **sections})
+
+
+START_CODE = (supervised_finetune, tiny_model_for_task, slip_carries)
+"""Functions whose modules' source goes into the start-policy cache's key, beside this module's."""
+
+
+def _start_policy(task: ArithTask, start: StartPolicy, seed: int, out_dir: Path, cached: bool) -> None:
+    """Train the start policy into `out_dir/policy` (its loss curve into tb/start_policy), or copy it from the
+    cache when `cached` and one was made from the same settings, code and machine."""
+    policy, logs = out_dir / "policy", out_dir / "tb" / "start_policy"
+
+    def train() -> None:
+        train_start_policy(task, start, policy, seed, logs)
+
+    if not cached:
+        train()
+        return
+    settings = {"task": asdict(task), "start": asdict(start), "seed": seed}
+    record = start_record(settings, start.base_model, (_start_policy, *START_CODE))  # this module, too
+    cached_or_trained(record, {"policy": policy, "tb": logs}, train)
 
 
 def train_start_policy(task: ArithTask, settings: StartPolicy, out: Path, seed: int, tb_dir: Path) -> Path:
