@@ -8,6 +8,8 @@ of the steps. Three ways to do the same rollouts, on the same model, states and 
   - dapo, no shared prefix: `HFGenerator(shared_prefix=False)`: states longest first, in-place KV cache
     (`dapo.generation.kv_cache`), each rollout still encodes its state;
   - dapo: `HFGenerator()`: the above, plus each state encoded once and its KV cache repeated for its n rollouts;
+  - dapo, cascade: `HFGenerator(cascade=True)`: each state encoded once and its KV cache kept once, the n rollouts
+    attending over that one copy (`dapo.generation.cascade`);
   - generate_batch (`--generate-batch`): transformers' own continuous batching (`model.generate_batch`, paged
     attention, a request per rollout): the peer a transformers user would pick for many independent rollouts.
 
@@ -111,6 +113,9 @@ def counted(generator: HFGenerator, states: Sequence[str], params: SamplingParam
 RolloutWay = Callable[[HFGenerator, Sequence[str], SamplingParams], int]
 ROLLOUT_WAYS: dict[str, RolloutWay] = {
     "HFGenerator": counted,
+    "HFGenerator, cascade": lambda generator, states, params: counted(
+        HFGenerator(generator.model, generator.tokenizer, generator.batch_size, cascade=True), states, params
+    ),
     "plain generate": plain_generate,
     "generate_batch": batch_generate,
 }
@@ -125,11 +130,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     params = SamplingParams(n=args.rollouts, temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0)
     dapo = HFGenerator.from_pretrained(str(paper_shaped_policy(args.n_steps)), batch_size=args.batch_size)
     unshared = HFGenerator(dapo.model, dapo.tokenizer, batch_size=args.batch_size, shared_prefix=False)
-    tokens: dict[str, list[int]] = {"plain": [], "dapo, no shared prefix": [], "dapo": []}
+    cascade = HFGenerator(dapo.model, dapo.tokenizer, batch_size=args.batch_size, cascade=True)
+    tokens: dict[str, list[int]] = {"plain": [], "dapo, no shared prefix": [], "dapo": [], "dapo, cascade": []}
     runs = {
         "plain": lambda: tokens["plain"].append(plain_generate(dapo, states, params)),
         "dapo, no shared prefix": lambda: tokens["dapo, no shared prefix"].append(counted(unshared, states, params)),
         "dapo": lambda: tokens["dapo"].append(counted(dapo, states, params)),
+        "dapo, cascade": lambda: tokens["dapo, cascade"].append(counted(cascade, states, params)),
     }
     if args.generate_batch:
         tokens["generate_batch"] = []
@@ -146,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print(table_header())
     pairs = [("dapo", "plain"), ("dapo, no shared prefix", "plain"), ("dapo", "dapo, no shared prefix")]
+    pairs += [("dapo, cascade", "plain"), ("dapo, cascade", "dapo")]
     pairs += [("dapo", "generate_batch"), ("generate_batch", "plain")] if args.generate_batch else []
     for a, b in pairs:
         ratio = statistics.median(speed[a]) / statistics.median(speed[b])

@@ -59,6 +59,7 @@ from transformers import (
 
 from dapo.core.padding import left_pad
 from dapo.core.steps import DEFAULT_DELIMITER, first_step
+from dapo.generation.cascade import CascadeCache, cascade_decoding
 from dapo.generation.kv_cache import reserved_cache
 from dapo.generation.protocol import Completion, SamplingParams
 from dapo.models.adapters import LoadIn, frozen
@@ -123,6 +124,8 @@ class HFGenerator:
     `batch_size` bounds the rows (prompts x n) per `model.generate` call; a chunk always holds at least one prompt.
     `synced_gpus`: the model is sharded across processes (FSDP2), so every rank keeps stepping until all ranks'
     rows are done; the caller must also give every rank the same number of chunks.
+    `cascade`: the rows of a prompt attend over one shared copy of its prefix (`dapo.generation.cascade`) instead of
+    a copy each; same outputs.
     `tokens_generated` counts the non-pad tokens generated so far (end-of-sequence tokens included).
     """
 
@@ -133,14 +136,18 @@ class HFGenerator:
         batch_size: int = 64,
         shared_prefix: bool = True,
         synced_gpus: bool = False,
+        cascade: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if cascade and not shared_prefix:
+            raise ValueError("cascade attention shares the prefix among the rollouts: it needs shared_prefix=True")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.shared_prefix = shared_prefix
         self.synced_gpus = synced_gpus
+        self.cascade = cascade
         self.tokens_generated = 0
         self.eos_id = _first_not_none(model.generation_config.eos_token_id, tokenizer.eos_token_id)
         pad = _first_not_none(tokenizer.pad_token_id, model.generation_config.pad_token_id, self.eos_id)
@@ -209,14 +216,21 @@ class HFGenerator:
         ids, mask = left_pad(rows, self.pad_id)  # (b, s), (b, s)
         ids, mask = ids.to(self.device), mask.to(self.device)
         n, width = params.n, ids.shape[1]
-        cache = reserved_cache(self.model.config, params.max_new_tokens)
+        cache: DynamicCache = reserved_cache(self.model.config, params.max_new_tokens)
+        attention: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if self.shared_prefix and width > 1:
-            self._fill_prefix(cache, ids, mask, n)
+            self._fill_prefix(cache, ids, mask)
+            if self.cascade:  # one copy of the prefix per prompt, read by all its rows
+                cache = CascadeCache(cache, mask[:, :-1], n, params.max_new_tokens)
+                attention = cascade_decoding(self.model, cache)
+            else:
+                cache.batch_repeat_interleave(n)  # (b, ...) -> (b * n, ...), rows of a prompt adjacent
         rows_ids, rows_mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)  # (b * n, s)
-        if params.one_step or self.synced_gpus:  # per-row stopping state / ranks in lockstep: one call
-            new = self._decode(rows_ids, rows_mask, cache, params, params.max_new_tokens)  # (b * n, t)
-        else:
-            new = self._decode_dropping_finished(rows_ids, rows_mask, cache, params)  # (b * n, t)
+        with attention:
+            if params.one_step or self.synced_gpus:  # per-row stopping state / ranks in lockstep: one call
+                new = self._decode(rows_ids, rows_mask, cache, params, params.max_new_tokens)  # (b * n, t)
+            else:
+                new = self._decode_dropping_finished(rows_ids, rows_mask, cache, params)  # (b * n, t)
         self.tokens_generated += count_new_tokens(new, self.pad_id)
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         if params.one_step:
@@ -275,8 +289,8 @@ class HFGenerator:
                 cache.batch_select_indices(keep)
         return new[:, :done]
 
-    def _fill_prefix(self, cache: DynamicCache, ids: torch.Tensor, mask: torch.Tensor, n: int) -> None:
-        """Fill `cache` with every prompt token but the last, computed once per prompt, then repeated n times."""
+    def _fill_prefix(self, cache: DynamicCache, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        """Fill `cache` with every prompt token but the last, computed once per prompt."""
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # (b, s): as `generate` derives them
         self.model(
             input_ids=ids[:, :-1],  # (b, s - 1)
@@ -286,7 +300,6 @@ class HFGenerator:
             use_cache=True,
             logits_to_keep=1,  # the logits are not needed: skip the (b, s - 1, vocab) projection
         )
-        cache.batch_repeat_interleave(n)  # (b, ...) -> (b * n, ...), rows of a prompt adjacent
 
     def _generation_config(self, params: SamplingParams, max_new_tokens: int | None = None) -> GenerationConfig:
         """Explicit options, so a checkpoint's own defaults (top_k, repetition penalty, ...) cannot leak in."""

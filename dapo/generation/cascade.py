@@ -1,0 +1,187 @@
+"""Cascade attention: the n rollouts of a state attend over one shared copy of the state's prefix.
+
+Why: `HFGenerator` encodes each state's prefix once, but then repeats its KV cache n times along the batch
+(`batch_repeat_interleave`), so every decoding step of every rollout reads its own copy of the prefix's keys and
+values; on CPU that attention was 30% of the rollouts' time (docs/performance.md). Here the prefix's keys and values
+stay one copy per state, and each decoding step's attention is computed in two parts merged exactly:
+  - prefix part: the queries of a state's n rollouts, stacked, against the state's prefix keys (one matrix product
+    per state, not n);
+  - suffix part: each rollout's queries against its own tokens since the prefix (the last prompt token and what it
+    generated);
+  - merge: softmax over the union of keys = the parts' outputs weighted by exp(their log-sum-exp), normalised.
+The result equals attention over the concatenated keys (tested against the plain path to 1e-5).
+
+How it plugs into transformers without forking the model: `CascadeCache` (a `DynamicCache`) keeps the suffix in
+in-place layers (`dapo.generation.kv_cache.ReservedLayer`) and the prefix beside them, and reports the full length
+(prefix + suffix) so `generate` positions tokens as before; `ATTENTION` is registered with transformers'
+`AttentionInterface`, and `cascade_decoding(model, cache)` switches the model to it for the block. That name has no
+mask function, so transformers passes no mask: the prefix's left padding comes from the cache, and the suffix has
+none (its first token is the prompt's last, and finished rows' outputs are discarded).
+
+Rows may leave the batch (`batch_select_indices`, when they finish): the cache keeps each remaining row's slot in the
+(state, rollout) grid, and the prefix part scatters the queries into that grid and gathers the outputs back, so the
+prefix itself is never copied.
+
+Shapes: S = states, n = rollouts per state, R = rows still decoding (<= S * n), hq / hk = query / key-value heads
+(hq = hk * g), q = new tokens, P = prefix tokens (left-padded), t = suffix tokens, d = head size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Any
+
+import torch
+from transformers import AttentionInterface, DynamicCache, PreTrainedModel
+from transformers.cache_utils import DynamicLayer
+
+from dapo.generation.kv_cache import ReservedLayer
+
+ATTENTION = "dapo_cascade"
+"""The attention implementation's name in transformers' `AttentionInterface`."""
+
+_ACTIVE: ContextVar[CascadeCache | None] = ContextVar("dapo_cascade_cache", default=None)
+
+
+class CascadeCache(DynamicCache):
+    """A cache whose layers hold each row's suffix, beside one copy per state of the shared prefix."""
+
+    def __init__(self, prefix: DynamicCache, prefix_mask: torch.Tensor, n: int, reserve: int) -> None:
+        """`prefix`: the states' prefixes run once, (S, hk, P, d) per layer; `prefix_mask`: (S, P), 1 for a real
+        token, 0 for left padding; n rollouts per state; `reserve`: the tokens still to come per row."""
+        super().__init__()
+        self.prefix_keys: list[torch.Tensor] = []  # each (S, hk, P, d)
+        self.prefix_values: list[torch.Tensor] = []  # each (S, hk, P, d)
+        for index, layer in enumerate(prefix.layers):
+            if not isinstance(layer, DynamicLayer) or layer.keys is None or layer.values is None:
+                raise ValueError(
+                    f"cascade attention needs every layer's prefix in a full-attention cache layer; layer {index} "
+                    f"is a {type(layer).__name__}{' with nothing cached' if isinstance(layer, DynamicLayer) else ''}"
+                )
+            self.prefix_keys.append(layer.keys)
+            self.prefix_values.append(layer.values)
+        self.layers = [ReservedLayer(reserve) for _ in prefix.layers]
+        self.prefix_mask = prefix_mask.bool()  # (S, P)
+        self.n = n
+        self.slots: torch.Tensor | None = None  # (R,) each row's slot in the (S, n) grid; None: every slot, in order
+
+    @property
+    def prefix_length(self) -> int:
+        return int(self.prefix_mask.shape[1])
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Prefix and suffix tokens: the positions `generate` has already seen."""
+        return self.prefix_length + super().get_seq_length(layer_idx)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep rows `indices` (R',): their suffixes and their slots; the prefix stays whole."""
+        super().batch_select_indices(indices)
+        every = torch.arange(self.prefix_mask.shape[0] * self.n, device=indices.device)
+        self.slots = (every if self.slots is None else self.slots)[indices]
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        raise NotImplementedError("a CascadeCache already shares its prefix among the rollouts; do not repeat it")
+
+
+@contextlib.contextmanager
+def cascade_decoding(model: PreTrainedModel, cache: CascadeCache) -> Iterator[None]:
+    """Inside the block, `model` attends with `ATTENTION` over `cache`; its own implementation comes back after."""
+    before = model.config._attn_implementation
+    token = _ACTIVE.set(cache)
+    model.set_attn_implementation(ATTENTION)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+        _ACTIVE.reset(token)
+
+
+def cascade_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Attention of (R, hq, q, d) `query` over the active cache's prefix and the (R, hk, t, d) suffix `key` /
+    `value`; returns (R, q, hq, d) as transformers' attention functions do."""
+    cache = _ACTIVE.get()
+    if cache is None:
+        raise RuntimeError(f"the {ATTENTION} attention runs only inside cascade_decoding(model, cache)")
+    if dropout:
+        raise ValueError(f"{ATTENTION} attention is for decoding: dropout must be 0, got {dropout}")
+    layer = int(getattr(module, "layer_idx"))  # noqa: B009 (a module attribute transformers sets)
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    q = query.float()
+    prefix_out, prefix_lse = prefix_part(
+        q, cache.prefix_keys[layer], cache.prefix_values[layer], cache.prefix_mask, cache.slots, cache.n, scale
+    )
+    suffix_out, suffix_lse = suffix_part(q, key, value, scale)
+    out = merge_parts(prefix_out, prefix_lse, suffix_out, suffix_lse)  # (R, hq, q, d)
+    return out.to(query.dtype).transpose(1, 2).contiguous(), None
+
+
+def prefix_part(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    slots: torch.Tensor | None,
+    n: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of each row's (R, hq, q, d) queries over its state's (S, hk, P, d) prefix, (S, P) `mask` marking
+    real tokens; rows sit at `slots` of the (S, n) grid (None: every slot, in order). Returns (R, hq, q, d) outputs
+    and (R, hq, q) log-sum-exps."""
+    _, hq, q, d = query.shape
+    states, hk, _, _ = keys.shape
+    g = hq // hk
+    grid = query if slots is None else query.new_zeros(states * n, hq, q, d).index_copy_(0, slots, query)
+    # grid: (S * n, hq, q, d)
+    stacked = grid.view(states, n, hk, g, q, d).permute(0, 2, 1, 3, 4, 5).reshape(states, hk, n * g * q, d)
+    scores = stacked @ keys.float().transpose(-1, -2) * scale  # (S, hk, n * g * q, P)
+    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+    out, lse = _softmax_values(scores, values.float())  # (S, hk, n * g * q, d), (S, hk, n * g * q)
+    out = out.view(states, hk, n, g, q, d).permute(0, 2, 1, 3, 4, 5).reshape(states * n, hq, q, d)
+    lse = lse.view(states, hk, n, g, q).permute(0, 2, 1, 3, 4).reshape(states * n, hq, q)
+    return (out, lse) if slots is None else (out[slots], lse[slots])
+
+
+def suffix_part(
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal attention of (R, hq, q, d) queries, the last q of the suffix, over the row's (R, hk, t, d) suffix.
+    Returns (R, hq, q, d) outputs and (R, hq, q) log-sum-exps."""
+    rows, hq, q, d = query.shape
+    hk, length = keys.shape[1], keys.shape[2]
+    g = hq // hk
+    scores = query.reshape(rows, hk, g * q, d) @ keys.float().transpose(-1, -2) * scale  # (R, hk, g * q, t)
+    if q > 1:  # query i sits at suffix position t - q + i and sees keys up to it
+        positions = torch.arange(length, device=query.device)
+        seen = positions[None, :] <= positions[length - q :, None]  # (q, t)
+        scores = scores.view(rows, hk, g, q, length).masked_fill(~seen, float("-inf")).view(rows, hk, g * q, length)
+    out, lse = _softmax_values(scores, values.float())  # (R, hk, g * q, d), (R, hk, g * q)
+    return out.reshape(rows, hq, q, d), lse.reshape(rows, hq, q)
+
+
+def merge_parts(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor) -> torch.Tensor:
+    """Attention over the union of two key sets from each set's (..., d) output and (...) log-sum-exp."""
+    top = torch.maximum(lse_a, lse_b)  # (...)
+    weight_a, weight_b = (lse_a - top).exp(), (lse_b - top).exp()  # (...): a set with no keys weighs 0
+    return (weight_a[..., None] * out_a + weight_b[..., None] * out_b) / (weight_a + weight_b)[..., None]
+
+
+def _softmax_values(scores: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(scores) @ values and logsumexp(scores) over the last axis; a row of -inf scores (no visible key)
+    gives zeros and -inf, not NaN."""
+    lse = scores.logsumexp(-1)  # (..., m)
+    probs = (scores - lse.nan_to_num(neginf=0.0)[..., None]).exp()  # (..., m, k): 0 where the score is -inf
+    return probs @ values, lse
+
+
+AttentionInterface.register(ATTENTION, cascade_attention)

@@ -1,0 +1,127 @@
+"""Cascade attention: the prefix and suffix parts merge to attention over all keys, and decoding with one shared
+copy of each prompt's prefix gives the logits (to 1e-5) and the texts of decoding with a copy per row."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+from dapo.core.padding import left_pad
+from dapo.generation.cascade import CascadeCache, cascade_attention, cascade_decoding, merge_parts, prefix_part
+from dapo.generation.cascade import suffix_part
+from dapo.generation.hf_generator import HFGenerator
+from dapo.generation.kv_cache import reserved_cache
+from dapo.generation.protocol import SamplingParams
+
+S, N, HK, G, P, T, D = 3, 2, 2, 2, 5, 4, 8
+
+
+def _reference(query, prefix_keys, prefix_values, prefix_mask, keys, values, slots):
+    """Softmax attention of each row over its state's real prefix tokens and its own suffix (causal), one row at a
+    time, GQA by repeating the key/value heads."""
+    q = query.shape[2]
+    out = []
+    for row, slot in enumerate(slots.tolist()):
+        state = slot // N
+        k = torch.cat([prefix_keys[state], keys[row]], 1).repeat_interleave(G, 0)  # (hq, P + t, d)
+        v = torch.cat([prefix_values[state], values[row]], 1).repeat_interleave(G, 0)  # (hq, P + t, d)
+        scores = query[row] @ k.transpose(-1, -2) / D**0.5  # (hq, q, P + t)
+        visible = torch.cat([prefix_mask[state].expand(q, P), torch.ones(q, T).tril(T - q).bool()], 1)  # (q, P + t)
+        out.append(scores.masked_fill(~visible, float("-inf")).softmax(-1) @ v)  # (hq, q, d)
+    return torch.stack(out)  # (R, hq, q, d)
+
+
+@pytest.mark.parametrize("q", [1, 3])
+@pytest.mark.parametrize("slots", [None, [0, 3, 4]])
+def test_the_two_parts_merge_to_attention_over_all_keys(q, slots):
+    """Three states (the second left-padded by 2, the third all padding), 2 rollouts each, GQA with 2 groups;
+    every row, or rows 0, 3 and 4 of the grid after the others finished."""
+    generator = torch.Generator().manual_seed(0)
+    prefix_keys, prefix_values = (torch.randn(S, HK, P, D, generator=generator) for _ in range(2))
+    prefix_mask = torch.ones(S, P, dtype=torch.bool)
+    prefix_mask[1, :2] = False
+    prefix_mask[2] = False
+    index = torch.tensor(slots) if slots is not None else None
+    rows = S * N if slots is None else len(slots)
+    query = torch.randn(rows, HK * G, q, D, generator=generator)
+    keys, values = (torch.randn(rows, HK, T, D, generator=generator) for _ in range(2))
+    scale = D**-0.5
+    merged = merge_parts(
+        *prefix_part(query, prefix_keys, prefix_values, prefix_mask, index, N, scale),
+        *suffix_part(query, keys, values, scale),
+    )
+    every = torch.arange(S * N) if index is None else index
+    expected = _reference(query, prefix_keys, prefix_values, prefix_mask, keys, values, every)
+    torch.testing.assert_close(merged, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def policy(policy_dir):
+    return AutoModelForCausalLM.from_pretrained(policy_dir).eval(), AutoTokenizer.from_pretrained(policy_dir)
+
+
+@pytest.fixture(scope="module")
+def prompts(arith) -> list[str]:
+    """Arith prompts of different lengths, so the prefixes are left-padded."""
+    return [arith.prompt(ex) for ex in arith.load("test")[:5]] + ["Question:"]
+
+
+def test_logits_equal_the_plain_path_over_two_steps_and_a_dropped_row(policy, prompts):
+    model, tokenizer = policy
+    generator = HFGenerator(model, tokenizer)
+    ids, mask = left_pad([tokenizer(p).input_ids for p in prompts], generator.pad_id)  # (b, s)
+    n = 3
+    plain = reserved_cache(model.config, 8)
+    generator._fill_prefix(plain, ids, mask)
+    plain.batch_repeat_interleave(n)
+    prefix = reserved_cache(model.config, 8)
+    generator._fill_prefix(prefix, ids, mask)
+    cascade = CascadeCache(prefix, mask[:, :-1], n, 8)
+    rows_ids, rows_mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)  # (b * n, s)
+    step_ids = rows_ids[:, -1:]  # (b * n, 1): the prompts' last tokens
+    with torch.inference_mode():
+        for step in range(2):
+            positions = rows_mask.sum(1, keepdim=True) - 1  # (r, 1)
+            inputs = {"input_ids": step_ids, "attention_mask": rows_mask, "position_ids": positions}
+            want = model(**inputs, cache=plain, use_cache=True).logits  # (r, 1, vocab)
+            with cascade_decoding(model, cascade):
+                got = model(**inputs, cache=cascade, use_cache=True).logits  # (r, 1, vocab)
+            assert model.config._attn_implementation == "sdpa"  # restored after the block
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+            step_ids = want[:, -1].argmax(-1, keepdim=True)  # (r, 1)
+            rows_mask = torch.cat([rows_mask, torch.ones_like(step_ids)], 1)
+            if step == 0:  # rows 1 and 4 finish: both caches drop them
+                keep = torch.tensor([i for i in range(len(step_ids)) if i not in (1, 4)])
+                plain.batch_select_indices(keep)
+                cascade.batch_select_indices(keep)
+                step_ids, rows_mask = step_ids[keep], rows_mask[keep]
+    assert cascade.get_seq_length() == plain.get_seq_length() == ids.shape[1] + 1
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(n=3, temperature=0.0, max_new_tokens=40),
+        SamplingParams(n=4, temperature=1.0, max_new_tokens=40, seed=3),
+        SamplingParams(n=2, temperature=1.0, max_new_tokens=24, one_step=True, seed=1),
+    ],
+    ids=["greedy", "sampled", "one_step"],
+)
+def test_cascade_generates_the_texts_of_a_copy_per_row(policy, prompts, params):
+    """Chunks of 2-3 prompts; rows leave the batch as they finish (every 16 tokens)."""
+    shared = HFGenerator(*policy, batch_size=8)
+    cascade = HFGenerator(*policy, batch_size=8, cascade=True)
+    assert cascade.generate(prompts, params) == shared.generate(prompts, params)
+    assert cascade.tokens_generated == shared.tokens_generated > 0
+
+
+def test_misuse_is_refused(policy):
+    model, tokenizer = policy
+    with pytest.raises(ValueError, match="needs shared_prefix=True"):
+        HFGenerator(model, tokenizer, shared_prefix=False, cascade=True)
+    query = torch.zeros(1, 2, 1, 4)
+    with pytest.raises(RuntimeError, match="only inside cascade_decoding"):
+        cascade_attention(model.model.layers[0].self_attn, query, query, query, None)
+    with pytest.raises(ValueError, match="layer 0 is a DynamicLayer with nothing cached"):
+        CascadeCache(DynamicCache(config=model.config), torch.ones(1, 2), 2, 4)
