@@ -53,7 +53,13 @@ def _pct(low: float, high: float) -> str:
     return f"[{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
-def format_table(runs: Sequence[Path]) -> str:
+BASES = ("grpo", "dapo")
+"""What every other policy is paired against by default: online GRPO, then one DAPO round."""
+
+
+def format_table(runs: Sequence[Path], bases: Sequence[str] = BASES) -> str:
+    """Accuracy per seed and policy, then each policy minus each of `bases` (keys of `test_scores`, e.g. "rounds8"
+    for DAPO's 8 rounds), a pair once."""
     per_run = [test_scores(run) for run in runs]
     keys = [key for key in per_run[0] if all(key in scores for scores in per_run)]
     header = "| | " + " | ".join(run.name for run in runs) + " | mean over seeds [t-interval] |"
@@ -62,10 +68,8 @@ def format_table(runs: Sequence[Path]) -> str:
         accuracies = [sum(s[key]) / len(s[key]) for s in per_run]
         cells = " | ".join(f"{100 * a:.1f}%" for a in accuracies)
         lines.append(f"| {_name(key)} | {cells} | {100 * sum(accuracies) / len(accuracies):.1f}% |")
-    for base in ("grpo", "dapo"):
-        for key in (k for k in keys if k not in (base, "start")):
-            if base == "dapo" and key == "grpo":
-                continue
+    for i, base in enumerate(bases):
+        for key in (k for k in keys if k not in (*bases[: i + 1], "start")):
             diffs = [(sum(s[key]) - sum(s[base])) / len(s[key]) for s in per_run]
             cells = " | ".join(
                 f"{100 * d:+.1f} {_pct(*paired_difference_ci95(s[base], s[key]))}"
@@ -123,8 +127,10 @@ def _mean_cell(diffs: Sequence[float]) -> str:
 def main(argv: Sequence[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="finished demo run folders, one per seed")
-    runs = parser.parse_args(argv).runs
-    table = format_table(runs)
+    parser.add_argument("--bases", nargs="+", default=list(BASES), help="policies the others are paired against")
+    args = parser.parse_args(argv)
+    runs = args.runs
+    table = format_table(runs, args.bases)
     if all(fewer_tokens(run, "8") for run in runs):
         table += "\n\nAt fewer tokens:\n\n" + format_fewer_tokens(runs)
     print(table)

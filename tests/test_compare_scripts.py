@@ -114,6 +114,8 @@ def test_the_seed_table_pairs_each_seed_and_intervals_over_seeds(tmp_path):
     assert (
         "-25.0 [" in row and "-75.0 [" in row and f"-50.0 [{-50 - 25 * 12.706:+.1f}, {-50 + 25 * 12.706:+.1f}]" in row
     )
+    against_rft = compare_table.format_table([tmp_path / "s0", tmp_path / "s1"], bases=("rft",))
+    assert "| DAPO, 1 round - RFT | +75.0 [" in against_rft and "| RFT - " not in against_rft
 
 
 def test_fewer_tokens_pairs_each_grpo_snapshot_with_the_round_at_its_share(tmp_path):
