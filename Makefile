@@ -32,7 +32,7 @@ lock: $(STAMP)
 
 # pytest exits 5 when it collects nothing: that is a failure here, said out loud.
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests; rc=$$?; \
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=30 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; fi; exit $$rc
 
 test-fast: $(STAMP)

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers.cache_utils import DynamicSlidingWindowLayer
 
 from dapo.core.padding import left_pad
-from dapo.generation.cascade import CascadeCache, cascade_attention, cascade_decoding, merge_parts, prefix_part
-from dapo.generation.cascade import suffix_part
+from dapo.generation import cascade as cascade_module
+from dapo.generation.cascade import (
+    CascadeCache,
+    cascade_attention,
+    cascade_decoding,
+    merge_parts,
+    prefix_part,
+    suffix_part,
+)
 from dapo.generation.hf_generator import HFGenerator
 from dapo.generation.kv_cache import reserved_cache
 from dapo.generation.protocol import SamplingParams
@@ -62,20 +70,43 @@ def policy(policy_dir):
 
 
 @pytest.fixture(scope="module")
+def gqa(policy):
+    """A random Llama with grouped-query attention (4 query heads over 2 key/value heads), eager attention, and
+    the policy's tokenizer: the head grouping and the restoring of another attention implementation."""
+    tokenizer = policy[1]
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
 def prompts(arith) -> list[str]:
     """Arith prompts of different lengths, so the prefixes are left-padded."""
     return [arith.prompt(ex) for ex in arith.load("test")[:5]] + ["Question:"]
 
 
-def test_logits_equal_the_plain_path_over_two_steps_and_a_dropped_row(policy, prompts):
-    model, tokenizer = policy
+@pytest.mark.parametrize("which", ["policy", "gqa"])
+def test_logits_equal_the_plain_path_over_two_steps_and_a_dropped_row(request, which, prompts):
+    model, tokenizer = request.getfixturevalue(which)
+    own = model.config._attn_implementation
     generator = HFGenerator(model, tokenizer)
     ids, mask = left_pad([tokenizer(p).input_ids for p in prompts], generator.pad_id)  # (b, s)
     n = 3
     plain = reserved_cache(model.config, 8)
     generator._fill_prefix(plain, ids, mask)
     plain.batch_repeat_interleave(n)
-    prefix = reserved_cache(model.config, 8)
+    prefix = DynamicCache(config=model.config)
     generator._fill_prefix(prefix, ids, mask)
     cascade = CascadeCache(prefix, mask[:, :-1], n, 8)
     rows_ids, rows_mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)  # (b * n, s)
@@ -87,7 +118,7 @@ def test_logits_equal_the_plain_path_over_two_steps_and_a_dropped_row(policy, pr
             want = model(**inputs, cache=plain, use_cache=True).logits  # (r, 1, vocab)
             with cascade_decoding(model, cascade):
                 got = model(**inputs, cache=cascade, use_cache=True).logits  # (r, 1, vocab)
-            assert model.config._attn_implementation == "sdpa"  # restored after the block
+            assert model.config._attn_implementation == own  # restored after the block
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
             step_ids = want[:, -1].argmax(-1, keepdim=True)  # (r, 1)
             rows_mask = torch.cat([rows_mask, torch.ones_like(step_ids)], 1)
@@ -108,10 +139,12 @@ def test_logits_equal_the_plain_path_over_two_steps_and_a_dropped_row(policy, pr
     ],
     ids=["greedy", "sampled", "one_step"],
 )
-def test_cascade_generates_the_texts_of_a_copy_per_row(policy, prompts, params):
+@pytest.mark.parametrize("which", ["policy", "gqa"])
+def test_cascade_generates_the_texts_of_a_copy_per_row(request, which, prompts, params):
     """Chunks of 2-3 prompts; rows leave the batch as they finish (every 16 tokens)."""
-    shared = HFGenerator(*policy, batch_size=8)
-    cascade = HFGenerator(*policy, batch_size=8, cascade=True)
+    model, tokenizer = request.getfixturevalue(which)
+    shared = HFGenerator(model, tokenizer, batch_size=8)
+    cascade = HFGenerator(model, tokenizer, batch_size=8, cascade=True)
     assert cascade.generate(prompts, params) == shared.generate(prompts, params)
     assert cascade.tokens_generated == shared.tokens_generated > 0
 
@@ -125,3 +158,29 @@ def test_misuse_is_refused(policy):
         cascade_attention(model.model.layers[0].self_attn, query, query, query, None)
     with pytest.raises(ValueError, match="layer 0 is a DynamicLayer with nothing cached"):
         CascadeCache(DynamicCache(config=model.config), torch.ones(1, 2), 2, 4)
+    sliding = DynamicCache()
+    sliding.layers = [DynamicSlidingWindowLayer(sliding_window=4)]
+    with pytest.raises(ValueError, match="layer 0 is a DynamicSlidingWindowLayer"):
+        CascadeCache(sliding, torch.ones(1, 2), 2, 4)
+
+
+def test_options_the_cascade_does_not_implement_are_refused_and_an_error_restores_the_model(policy, prompts):
+    model, tokenizer = policy
+    generator = HFGenerator(model, tokenizer)
+    ids, mask = left_pad([tokenizer(p).input_ids for p in prompts[:2]], generator.pad_id)  # (2, s)
+    prefix = DynamicCache(config=model.config)
+    generator._fill_prefix(prefix, ids, mask)
+    cache = CascadeCache(prefix, mask[:, :-1], 2, 4)
+    attention = model.model.layers[0].self_attn
+    query = torch.zeros(4, model.config.num_attention_heads, 1, model.config.head_dim)  # (R, hq, q, d)
+    with pytest.raises(NotImplementedError, match="cannot reorder"):
+        cache.reorder_cache(torch.arange(4))
+    with pytest.raises(NotImplementedError, match="do not repeat"):
+        cache.batch_repeat_interleave(2)
+    with pytest.raises(RuntimeError, match="boom"), cascade_decoding(model, cache):
+        with pytest.raises(ValueError, match="not sliding_window"):
+            cascade_attention(attention, query, query, query, None, sliding_window=4)
+        with pytest.raises(ValueError, match="not an attention mask"):
+            cascade_attention(attention, query, query, query, torch.ones(4, 1, 1, 1))
+        raise RuntimeError("boom")
+    assert model.config._attn_implementation == "sdpa" and cascade_module._ACTIVE.get() is None

@@ -42,6 +42,9 @@ from dapo.generation.kv_cache import ReservedLayer
 ATTENTION = "dapo_cascade"
 """The attention implementation's name in transformers' `AttentionInterface`."""
 
+UNSUPPORTED = ("sliding_window", "softcap", "s_aux")
+"""Attention options some models pass that the cascade does not implement: refused, never ignored."""
+
 _ACTIVE: ContextVar[CascadeCache | None] = ContextVar("dapo_cascade_cache", default=None)
 
 
@@ -55,13 +58,15 @@ class CascadeCache(DynamicCache):
         self.prefix_keys: list[torch.Tensor] = []  # each (S, hk, P, d)
         self.prefix_values: list[torch.Tensor] = []  # each (S, hk, P, d)
         for index, layer in enumerate(prefix.layers):
-            if not isinstance(layer, DynamicLayer) or layer.keys is None or layer.values is None:
+            full = type(layer) in (DynamicLayer, ReservedLayer)  # not a sliding-window or linear-attention kind
+            keys, values = (getattr(layer, name, None) for name in ("keys", "values"))
+            if not full or keys is None or values is None:
                 raise ValueError(
                     f"cascade attention needs every layer's prefix in a full-attention cache layer; layer {index} "
-                    f"is a {type(layer).__name__}{' with nothing cached' if isinstance(layer, DynamicLayer) else ''}"
+                    f"is a {type(layer).__name__}{' with nothing cached' if full else ''}"
                 )
-            self.prefix_keys.append(layer.keys)
-            self.prefix_values.append(layer.values)
+            self.prefix_keys.append(keys)
+            self.prefix_values.append(values)
         self.layers = [ReservedLayer(reserve) for _ in prefix.layers]
         self.prefix_mask = prefix_mask.bool()  # (S, P)
         self.n = n
@@ -84,18 +89,26 @@ class CascadeCache(DynamicCache):
     def batch_repeat_interleave(self, repeats: int) -> None:
         raise NotImplementedError("a CascadeCache already shares its prefix among the rollouts; do not repeat it")
 
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        raise NotImplementedError("a CascadeCache decodes rollouts, not beams: it cannot reorder its rows")
+
 
 @contextlib.contextmanager
 def cascade_decoding(model: PreTrainedModel, cache: CascadeCache) -> Iterator[None]:
-    """Inside the block, `model` attends with `ATTENTION` over `cache`; its own implementation comes back after."""
+    """Inside the block, `model` attends with `ATTENTION` over `cache`; its own implementation comes back after.
+    The switch is the model's (its config), so one model decodes one cascade at a time: not from two threads."""
     before = model.config._attn_implementation
     token = _ACTIVE.set(cache)
-    model.set_attn_implementation(ATTENTION)
     try:
+        model.set_attn_implementation(ATTENTION)
+        if model.config._attn_implementation != ATTENTION:  # transformers only warns when a model cannot switch
+            raise ValueError(f"{type(model).__name__} cannot switch its attention to {ATTENTION}: use cascade=False")
         yield
     finally:
-        model.set_attn_implementation(before)
-        _ACTIVE.reset(token)
+        try:
+            model.set_attn_implementation(before)
+        finally:
+            _ACTIVE.reset(token)
 
 
 def cascade_attention(
@@ -115,6 +128,10 @@ def cascade_attention(
         raise RuntimeError(f"the {ATTENTION} attention runs only inside cascade_decoding(model, cache)")
     if dropout:
         raise ValueError(f"{ATTENTION} attention is for decoding: dropout must be 0, got {dropout}")
+    unsupported = [name for name in UNSUPPORTED if kwargs.get(name) is not None]
+    if attention_mask is not None or unsupported:  # a mask means transformers built one: not the cascade's layout
+        what = ", ".join(unsupported) or "an attention mask"
+        raise ValueError(f"{ATTENTION} attention supports plain causal attention only, not {what}")
     layer = int(getattr(module, "layer_idx"))  # noqa: B009 (a module attribute transformers sets)
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     q = query.float()

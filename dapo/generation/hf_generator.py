@@ -218,13 +218,14 @@ class HFGenerator:
         n, width = params.n, ids.shape[1]
         cache: DynamicCache = reserved_cache(self.model.config, params.max_new_tokens)
         attention: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-        if self.shared_prefix and width > 1:
+        if self.shared_prefix and width > 1 and self.cascade:  # one copy of the prefix per prompt, for all its rows
+            prefix = DynamicCache(config=self.model.config)  # exactly the prefix: no room reserved, it never grows
+            self._fill_prefix(prefix, ids, mask)
+            cache = CascadeCache(prefix, mask[:, :-1], n, params.max_new_tokens)
+            attention = cascade_decoding(self.model, cache)
+        elif self.shared_prefix and width > 1:
             self._fill_prefix(cache, ids, mask)
-            if self.cascade:  # one copy of the prefix per prompt, read by all its rows
-                cache = CascadeCache(cache, mask[:, :-1], n, params.max_new_tokens)
-                attention = cascade_decoding(self.model, cache)
-            else:
-                cache.batch_repeat_interleave(n)  # (b, ...) -> (b * n, ...), rows of a prompt adjacent
+            cache.batch_repeat_interleave(n)  # (b, ...) -> (b * n, ...), rows of a prompt adjacent
         rows_ids, rows_mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)  # (b * n, s)
         with attention:
             if params.one_step or self.synced_gpus:  # per-row stopping state / ranks in lockstep: one call
