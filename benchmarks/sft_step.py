@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import random
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -114,7 +115,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model, batches = demo_batches(args.steps)
     losses: dict[str, list[float]] = {name: [] for name in args.ways}
-    runs = {name: _recording(trainer(model, batches, **WAYS[name]), losses[name]) for name in args.ways}
+    runs: dict[str, Callable[[], object]] = {
+        name: _recording(trainer(model, batches, **WAYS[name]), losses[name]) for name in args.ways
+    }
     seconds = interleaved(runs, args.repeats)
     speed = {name: rates([args.steps] * args.repeats, seconds[name]) for name in runs}
     shares = step_shares(model, batches)
@@ -130,19 +133,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("loss after the steps: " + ", ".join(f"{name} {losses[name][-1]:.3f}" for name in args.ways))
     print(table_header())
     for name in args.ways[1:]:
-        ratio = statistics_median(speed[name]) / statistics_median(speed["fp32"])
+        ratio = statistics.median(speed[name]) / statistics.median(speed["fp32"])
         a, b = f"{name}: {median_spread(speed[name], 2)} steps/s", f"fp32: {median_spread(speed['fp32'], 2)} steps/s"
         print(table_row("start-policy SFT steps/s", a, b, ratio))
 
 
 def _recording(run: Callable[[], float], into: list[float]) -> Callable[[], None]:
     return lambda: into.append(run())
-
-
-def statistics_median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 if __name__ == "__main__":
