@@ -42,9 +42,15 @@ def _reference(query, prefix_keys, prefix_values, prefix_mask, keys, values, slo
 
 @pytest.mark.parametrize("q", [1, 3])
 @pytest.mark.parametrize("slots", [None, [0, 3, 4]])
-def test_the_two_parts_merge_to_attention_over_all_keys(q, slots):
+@pytest.mark.parametrize("kernel", ["fused", "explicit"])
+def test_the_two_parts_merge_to_attention_over_all_keys(q, slots, kernel, monkeypatch):
     """Three states (the second left-padded by 2, the third all padding), 2 rollouts each, GQA with 2 groups;
-    every row, or rows 0, 3 and 4 of the grid after the others finished."""
+    every row, or rows 0, 3 and 4 of the grid after the others finished; PyTorch's fused CPU kernel or the
+    explicit computation (used off the CPU)."""
+    if kernel == "explicit":
+        monkeypatch.setattr(cascade_module, "_FLASH_CPU", None)
+    else:
+        assert cascade_module._FLASH_CPU is not None  # this torch has the fused CPU kernel
     generator = torch.Generator().manual_seed(0)
     prefix_keys, prefix_values = (torch.randn(S, HK, P, D, generator=generator) for _ in range(2))
     prefix_mask = torch.ones(S, P, dtype=torch.bool)

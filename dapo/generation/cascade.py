@@ -134,11 +134,10 @@ def cascade_attention(
         raise ValueError(f"{ATTENTION} attention supports plain causal attention only, not {what}")
     layer = int(getattr(module, "layer_idx"))  # noqa: B009 (a module attribute transformers sets)
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    q = query.float()
     prefix_out, prefix_lse = prefix_part(
-        q, cache.prefix_keys[layer], cache.prefix_values[layer], cache.prefix_mask, cache.slots, cache.n, scale
+        query, cache.prefix_keys[layer], cache.prefix_values[layer], cache.prefix_mask, cache.slots, cache.n, scale
     )
-    suffix_out, suffix_lse = suffix_part(q, key, value, scale)
+    suffix_out, suffix_lse = suffix_part(query, key, value, scale)
     out = merge_parts(prefix_out, prefix_lse, suffix_out, suffix_lse)  # (R, hq, q, d)
     return out.to(query.dtype).transpose(1, 2).contiguous(), None
 
@@ -154,16 +153,16 @@ def prefix_part(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention of each row's (R, hq, q, d) queries over its state's (S, hk, P, d) prefix, (S, P) `mask` marking
     real tokens; rows sit at `slots` of the (S, n) grid (None: every slot, in order). Returns (R, hq, q, d) outputs
-    and (R, hq, q) log-sum-exps."""
+    and (R, hq, q) log-sum-exps (-inf for a state with no real prefix token)."""
     _, hq, q, d = query.shape
-    states, hk, _, _ = keys.shape
+    states, hk, length, _ = keys.shape
     g = hq // hk
     grid = query if slots is None else query.new_zeros(states * n, hq, q, d).index_copy_(0, slots, query)
-    # grid: (S * n, hq, q, d)
+    # grid: (S * n, hq, q, d); a state's n rows and g query heads per key head become one stack of queries
     stacked = grid.view(states, n, hk, g, q, d).permute(0, 2, 1, 3, 4, 5).reshape(states, hk, n * g * q, d)
-    scores = stacked @ keys.float().transpose(-1, -2) * scale  # (S, hk, n * g * q, P)
-    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
-    out, lse = _softmax_values(scores, values.float())  # (S, hk, n * g * q, d), (S, hk, n * g * q)
+    bias = keys.new_zeros(states, 1, 1, length).masked_fill(~mask[:, None, None, :], float("-inf"))  # (S, 1, 1, P)
+    out, lse = attend(stacked, keys, values, bias, scale)  # (S, hk, n * g * q, d), (S, hk, n * g * q)
+    lse = lse.masked_fill(~mask.any(-1)[:, None, None], float("-inf"))
     out = out.view(states, hk, n, g, q, d).permute(0, 2, 1, 3, 4, 5).reshape(states * n, hq, q, d)
     lse = lse.view(states, hk, n, g, q).permute(0, 2, 1, 3, 4).reshape(states * n, hq, q)
     return (out, lse) if slots is None else (out[slots], lse[slots])
@@ -177,28 +176,41 @@ def suffix_part(
     rows, hq, q, d = query.shape
     hk, length = keys.shape[1], keys.shape[2]
     g = hq // hk
-    scores = query.reshape(rows, hk, g * q, d) @ keys.float().transpose(-1, -2) * scale  # (R, hk, g * q, t)
+    bias = None
     if q > 1:  # query i sits at suffix position t - q + i and sees keys up to it
         positions = torch.arange(length, device=query.device)
-        seen = positions[None, :] <= positions[length - q :, None]  # (q, t)
-        scores = scores.view(rows, hk, g, q, length).masked_fill(~seen, float("-inf")).view(rows, hk, g * q, length)
-    out, lse = _softmax_values(scores, values.float())  # (R, hk, g * q, d), (R, hk, g * q)
+        seen = (positions[None, :] <= positions[length - q :, None]).repeat(g, 1)  # (g * q, t)
+        bias = keys.new_zeros(1, 1, g * q, length).masked_fill(~seen, float("-inf"))  # (1, 1, g * q, t)
+    out, lse = attend(query.reshape(rows, hk, g * q, d), keys, values, bias, scale)  # (R, hk, g * q, d)
     return out.reshape(rows, hq, q, d), lse.reshape(rows, hq, q)
 
 
 def merge_parts(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor) -> torch.Tensor:
     """Attention over the union of two key sets from each set's (..., d) output and (...) log-sum-exp."""
-    top = torch.maximum(lse_a, lse_b)  # (...)
-    weight_a, weight_b = (lse_a - top).exp(), (lse_b - top).exp()  # (...): a set with no keys weighs 0
-    return (weight_a[..., None] * out_a + weight_b[..., None] * out_b) / (weight_a + weight_b)[..., None]
+    share_a = torch.sigmoid(lse_a.float() - lse_b.float())[..., None]  # (..., 1): a set with no keys weighs 0
+    return torch.lerp(out_b.float(), out_a.float(), share_a)
 
 
-def _softmax_values(scores: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(scores) @ values and logsumexp(scores) over the last axis; a row of -inf scores (no visible key)
-    gives zeros and -inf, not NaN."""
-    lse = scores.logsumexp(-1)  # (..., m)
-    probs = (scores - lse.nan_to_num(neginf=0.0)[..., None]).exp()  # (..., m, k): 0 where the score is -inf
-    return probs @ values, lse
+_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+"""PyTorch's fused CPU attention kernel, which also returns the log-sum-exp the merge needs (private API: where it
+is missing, or off the CPU, `attend` computes the same explicitly)."""
+
+
+def attend(
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(queries keys^T * scale + bias) values and the log-sum-exp of those scores: (B, H, M, d) queries,
+    (B, H, K, d) keys and values, `bias` (0 or -inf) broadcastable to (B, H, M, K) or None. Returns (B, H, M, d)
+    and (B, H, M); a query that sees no key gets zeros (and a meaningless log-sum-exp: mask it)."""
+    if _FLASH_CPU is not None and queries.device.type == "cpu":
+        out, lse = _FLASH_CPU(queries, keys, values, attn_mask=bias, scale=scale)
+        return out, lse
+    scores = queries.float() @ keys.float().transpose(-1, -2) * scale  # (B, H, M, K)
+    if bias is not None:
+        scores = scores + bias
+    lse = scores.logsumexp(-1)  # (B, H, M)
+    probs = (scores - lse.nan_to_num(neginf=0.0)[..., None]).exp()  # (B, H, M, K): 0 where the score is -inf
+    return (probs @ values.float()).to(queries.dtype), lse
 
 
 AttentionInterface.register(ATTENTION, cascade_attention)
