@@ -113,13 +113,14 @@ def counted(generator: HFGenerator, states: Sequence[str], params: SamplingParam
 RolloutWay = Callable[[HFGenerator, Sequence[str], SamplingParams], int]
 ROLLOUT_WAYS: dict[str, RolloutWay] = {
     "HFGenerator": counted,
+    "plain generate": plain_generate,
+    "generate_batch": batch_generate,
     "HFGenerator, cascade": lambda generator, states, params: counted(
         HFGenerator(generator.model, generator.tokenizer, generator.batch_size, cascade=True), states, params
     ),
-    "plain generate": plain_generate,
-    "generate_batch": batch_generate,
 }
-"""The ways other benchmarks time or profile by name: dapo's generator, plain `generate`, continuous batching."""
+"""The ways other benchmarks time or profile by name: dapo's generator, plain `generate`, continuous batching, and
+dapo's generator with cascade attention."""
 
 
 def main(argv: Sequence[str] | None = None) -> None:

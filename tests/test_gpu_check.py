@@ -15,8 +15,9 @@ def test_cpu_mode_runs_every_part_and_prints_one_row_each(tmp_path, capsys):
         assert row, f"no ok row for {part.name}"
         assert float(row.group(1)) >= 0 and re.search(r"\d", row.group(2))
     assert re.search(
-        r"HFGenerator [\d,]+ tok/s; plain generate [\d,]+ tok/s; HFGenerator / plain generate \d+\.\d\dx", printed
+        r"HFGenerator [\d,]+ tok/s; plain generate [\d,]+ tok/s; HFGenerator, cascade [\d,]+ tok/s", printed
     )
+    assert re.search(r"HFGenerator / plain generate \d+\.\d\dx; HFGenerator / HFGenerator, cascade \d+\.\d\dx", printed)
     assert "MFU n/a (CPU)" in printed and re.search(r"^\| total \| \| \d+\.\d \| \|$", printed, re.MULTILINE)
     assert (tmp_path / "fsdp" / "actor" / "hf" / "config.json").is_file()  # the FSDP fit exported its model
 
