@@ -5,9 +5,10 @@ Why: the start policy is the largest stage of `dapo demo` (900 AdamW steps of ba
   - fp32: what `supervised_finetune` does today (AdamW, default foreach implementation);
   - fused AdamW: `torch.optim.AdamW(fused=True)`;
   - bf16 autocast: matrix products in bfloat16 (`torch.autocast("cpu")`), weights and optimizer in fp32;
-  - compiled: `torch.compile(model)` (its compile time is reported apart, from the warm-up run).
-Also reported: the share of one fp32 step spent in forward, backward and the optimizer, and the loss each way
-reaches after the timed steps (bf16 changes the numbers; the start policy's accuracy decides if that matters).
+  - compiled: `torch.compile(model)` (its compile time falls in the untimed warm-up run).
+Also reported: the tokens per batch with and without padding, the share of one fp32 step spent in forward, backward
+and the optimizer, and the loss each way reaches after the timed steps (bf16 changes the numbers; the start
+policy's accuracy decides if that matters).
 
 Run: `python -m benchmarks.sft_step [--steps 30 --repeats 3]`   (~2 minutes)
 """
@@ -74,7 +75,7 @@ def trainer(model: Any, batches: Sequence[Batch], fused: bool, bf16: bool, compi
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-        return float(loss)
+        return float(loss.detach())
 
     return run
 
@@ -122,10 +123,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     speed = {name: rates([args.steps] * args.repeats, seconds[name]) for name in runs}
     shares = step_shares(model, batches)
     tokens = sum(int(b["attention_mask"].sum()) for b in batches) / len(batches)
+    padded = sum(b["input_ids"].numel() for b in batches) / len(batches)
     print(machine_line())
     print(
         f"workload: the demo's start model ({sum(p.numel() for p in model.parameters()):,} parameters), "
-        f"batch {StartPolicy().batch_size}, {tokens:.0f} tokens per batch, {args.steps} steps per run, "
+        f"batch {StartPolicy().batch_size}, {tokens:.0f} tokens per batch ({padded:.0f} with padding), "
+        f"{args.steps} steps per run, "
         f"median of {args.repeats} runs"
     )
     total = sum(shares.values())
