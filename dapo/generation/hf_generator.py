@@ -215,17 +215,8 @@ class HFGenerator:
         """Continuations of one chunk of prompts: a list of n texts per prompt."""
         ids, mask = left_pad(rows, self.pad_id)  # (b, s), (b, s)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        n, width = params.n, ids.shape[1]
-        cache: DynamicCache = reserved_cache(self.model.config, params.max_new_tokens)
-        attention: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-        if self.shared_prefix and width > 1 and self.cascade:  # one copy of the prefix per prompt, for all its rows
-            prefix = DynamicCache(config=self.model.config)  # exactly the prefix: no room reserved, it never grows
-            self._fill_prefix(prefix, ids, mask)
-            cache = CascadeCache(prefix, mask[:, :-1], n, params.max_new_tokens)
-            attention = cascade_decoding(self.model, cache)
-        elif self.shared_prefix and width > 1:
-            self._fill_prefix(cache, ids, mask)
-            cache.batch_repeat_interleave(n)  # (b, ...) -> (b * n, ...), rows of a prompt adjacent
+        n = params.n
+        cache, attention = self._prefilled(ids, mask, params)
         rows_ids, rows_mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)  # (b * n, s)
         with attention:
             if params.one_step or self.synced_gpus:  # per-row stopping state / ranks in lockstep: one call
@@ -289,6 +280,23 @@ class HFGenerator:
                 ids, mask, active = ids[keep], mask[keep], active[keep]
                 cache.batch_select_indices(keep)
         return new[:, :done]
+
+    def _prefilled(
+        self, ids: torch.Tensor, mask: torch.Tensor, params: SamplingParams
+    ) -> tuple[DynamicCache, contextlib.AbstractContextManager[Any]]:
+        """The chunk's cache, holding every prompt token but the last when the prefix is shared, and the context
+        its decoding runs in (cascade attention over one copy of each prefix, or nothing to switch)."""
+        if not (self.shared_prefix and ids.shape[1] > 1):
+            return reserved_cache(self.model.config, params.max_new_tokens), contextlib.nullcontext()
+        if self.cascade:  # one copy of the prefix per prompt, for all its rows
+            prefix = DynamicCache(config=self.model.config)  # exactly the prefix: no room reserved, it never grows
+            self._fill_prefix(prefix, ids, mask)
+            cascade = CascadeCache(prefix, mask[:, :-1], params.n, params.max_new_tokens)
+            return cascade, cascade_decoding(self.model, cascade)
+        cache = reserved_cache(self.model.config, params.max_new_tokens)
+        self._fill_prefix(cache, ids, mask)
+        cache.batch_repeat_interleave(params.n)  # (b, ...) -> (b * n, ...), rows of a prompt adjacent
+        return cache, contextlib.nullcontext()
 
     def _fill_prefix(self, cache: DynamicCache, ids: torch.Tensor, mask: torch.Tensor) -> None:
         """Fill `cache` with every prompt token but the last, computed once per prompt."""
